@@ -1,0 +1,78 @@
+"""Checks that run before anything is changed: hyperparameters and gradients."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .backends import BACKEND_NAMES
+from .coefficients import validate_coefficients
+
+HISTORY_DTYPES = (None, torch.float32, torch.float64, torch.bfloat16, torch.float16)
+PARAM_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+
+
+def _number(value, what: str) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{what} must be a number or a one-element tensor, got shape "
+                             f"{tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be finite, got {value}")
+    return float(value)
+
+
+def validate_hyperparameters(options: dict) -> None:
+    """Raise ValueError for any invalid hyperparameter of a param group (all keys present)."""
+    lr = _number(options["lr"], "lr")
+    if lr < 0:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    momentum = _number(options["momentum"], "momentum")
+    if momentum < 0:
+        raise ValueError(f"Invalid momentum value: {momentum}")
+    dampening = _number(options["dampening"], "dampening")
+    if not 0.0 <= dampening <= 1.0:
+        raise ValueError(f"Invalid dampening value: {dampening} (need 0 <= dampening <= 1)")
+    weight_decay = _number(options["weight_decay"], "weight_decay")
+    if weight_decay < 0:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+    for flag in ("nesterov", "maximize", "flat_params", "capturable"):
+        if not isinstance(options[flag], bool):
+            raise ValueError(f"{flag} must be a bool, got {options[flag]!r}")
+    if options["nesterov"] and (momentum <= 0 or dampening != 0):
+        raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+    validate_coefficients(options["coefficients"])
+    switch_step = options["switch_step"]
+    if isinstance(switch_step, bool) or not isinstance(switch_step, int) or switch_step < 0:
+        raise ValueError(f"switch_step must be a non-negative int, got {switch_step!r}")
+    if options["history_dtype"] not in HISTORY_DTYPES:
+        raise ValueError(f"history_dtype must be one of {HISTORY_DTYPES}, got "
+                         f"{options['history_dtype']!r}")
+    if options["backend"] not in BACKEND_NAMES:
+        raise ValueError(f"unknown backend {options['backend']!r}; choose one of {BACKEND_NAMES}")
+
+
+def validate_gradient(param: torch.Tensor, index: int) -> None:
+    """Raise if param.grad cannot be used to step param (called before any change)."""
+    grad = param.grad
+    where = f"parameter {index} (shape {tuple(param.shape)})"
+    if grad.is_sparse or grad.layout != torch.strided:
+        raise RuntimeError(f"TMSGD does not support sparse gradients: {where} has a "
+                           f"{grad.layout} gradient")
+    if param.layout != torch.strided:
+        raise RuntimeError(f"TMSGD supports only dense (strided) parameters: {where} is "
+                           f"{param.layout}")
+    if grad.shape != param.shape:
+        raise RuntimeError(f"gradient of {where} has shape {tuple(grad.shape)}")
+    if grad.dtype != param.dtype:
+        raise RuntimeError(f"gradient of {where} has dtype {grad.dtype}, parameter {param.dtype}")
+    if grad.device != param.device:
+        raise RuntimeError(f"gradient of {where} is on {grad.device}, parameter on {param.device}")
+    real_dtype = param.real.dtype if param.is_complex() else param.dtype
+    if real_dtype not in PARAM_DTYPES:
+        raise RuntimeError(f"{where} has dtype {param.dtype}; TMSGD steps floating-point and "
+                           f"complex parameters only")

@@ -1,0 +1,1 @@
+"""Triton kernels for TM-SGD (installed as tmsgd_kernels.triton_kernels)."""
