@@ -16,11 +16,14 @@ def eps(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps
 
 
+def _randn(shape, generator) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, dtype=torch.float64)
+
+
 def make_params(shapes, dtype, device, seed=0) -> list[torch.nn.Parameter]:
     generator = torch.Generator().manual_seed(seed)
     return [
-        torch.nn.Parameter(torch.randn(s, generator=generator, dtype=torch.float64).to(dtype).to(device))
-        for s in shapes
+        torch.nn.Parameter(_randn(s, generator).to(dtype).to(device)) for s in shapes
     ]
 
 
@@ -28,8 +31,7 @@ def make_grads(params, steps, seed=1, scale=1.0) -> list[list[torch.Tensor]]:
     """Gradients fixed in advance, so both sides see exactly the same sequence."""
     generator = torch.Generator().manual_seed(seed)
     return [
-        [(torch.randn(p.shape, generator=generator, dtype=torch.float64) * scale).to(p.dtype).to(p.device)
-         for p in params]
+        [(_randn(p.shape, generator) * scale).to(p.dtype).to(p.device) for p in params]
         for _ in range(steps)
     ]
 
@@ -93,7 +95,8 @@ def run_against_oracle(
         for p, g in zip(params, grads[k]):
             p.grad = g.clone()
         if grad_scale is not None or skipped:
-            optimizer.grad_scale = None if grad_scale is None else torch.tensor(grad_scale, device=device)
+            scale = None if grad_scale is None else torch.tensor(grad_scale, device=device)
+            optimizer.grad_scale = scale
             optimizer.found_inf = torch.tensor(1.0 if skipped else 0.0, device=device)
         optimizer.step()
         for o, g in zip(oracle, grads[k]):

@@ -55,6 +55,8 @@ class TMSGD(Optimizer):
         )
         validate_hyperparameters(defaults)
         self._layouts: dict[int, tuple[list[torch.Tensor], list]] = {}
+        # Backends resolved ahead of the step, so a compiled step never traces the registry.
+        self._backends: dict[tuple[str, torch.device], object] = {}
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict) -> None:
@@ -65,7 +67,7 @@ class TMSGD(Optimizer):
             if group["flat_params"]:
                 raise ValueError("flat_params=True is not available in this build")
             for device in {p.device for p in group["params"]}:
-                backends.resolve(group["backend"], device)
+                self._backend(group["backend"], device)
         except Exception:
             self.param_groups.pop()
             raise
@@ -74,6 +76,13 @@ class TMSGD(Optimizer):
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         self._layouts = {}
+        self._backends = {}
+
+    def _backend(self, name: str, device: torch.device):
+        key = (name, device)
+        if key not in self._backends:
+            self._backends[key] = backends.resolve(name, device)
+        return self._backends[key]
 
     def _layout(self, index: int, group: dict, params: list[torch.Tensor]) -> list:
         """The buckets of group `index` for this set of params, rebuilt when the set changes."""
@@ -84,7 +93,7 @@ class TMSGD(Optimizer):
                 a is b for a, b in zip(cached_params, params)
             ):
                 return buckets
-        resolved = {d: backends.resolve(group["backend"], d) for d in {p.device for p in params}}
+        resolved = {d: self._backend(group["backend"], d) for d in {p.device for p in params}}
         buckets = build_buckets(params, self.state, group, resolved)
         self._layouts[index] = (params, buckets)
         return buckets
@@ -155,7 +164,8 @@ class TMSGD(Optimizer):
         """Per-parameter state in canonical form: step, d1 (newest step), d2, momentum_buffer;
         independent of backend, device, bucket layout and history slot order."""
         packed = super().state_dict()
-        packed["state"] = {index: canonical_state(s) for index, s in packed["state"].items()}
+        saved = {index: canonical_state(s) for index, s in packed["state"].items()}
+        packed["state"] = {index: s for index, s in saved.items() if s is not None}
         return packed
 
     def load_state_dict(self, state_dict: dict) -> None:

@@ -15,8 +15,12 @@ from .validation import validate_hyperparameters
 _STATE_KEYS = {"step", "d1", "d2"}
 
 
-def canonical_state(param_state: dict) -> dict:
+def canonical_state(param_state: dict) -> dict | None:
+    """The saved form of one param's state; None before its first completed step (all zero:
+    the same as no state, so a step skipped by found_inf leaves the state_dict as it was)."""
     steps = int(param_state["step"])
+    if steps == 0:
+        return None
     history = param_state["history"]
     saved = {
         "step": torch.tensor(steps, dtype=torch.int64),
