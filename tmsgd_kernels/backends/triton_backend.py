@@ -1,0 +1,81 @@
+"""Triton backend: the fused step of triton_kernels/ (one launch per bucket plus a one-program
+step-counter launch), behind the custom op `tmsgd_triton::step_bucket`.
+
+This module imports without Triton; the kernels are imported on the first step, after
+`unavailable_reason` has said they can run. Math runs in fp32 for fp16/bf16/fp32 params and in
+fp64 for fp64 params (the hyperparameters reach the kernel as fp64 scalars).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+name = "triton"
+
+_INSTALL = (
+    f"install the Triton release that matches torch {torch.__version__} "
+    "(for example `pip install tmsgd-kernels[triton]`, or the `triton` version torch pins)"
+)
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def unavailable_reason(device: torch.device) -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return f"Triton is not installed: {_INSTALL}"
+    try:
+        import triton  # noqa: F401
+    except Exception as error:  # a broken or mismatched install
+        return f"Triton failed to import ({error}): {_INSTALL}"
+    if device.type == "cuda":
+        if _interpreting():
+            return ("TRITON_INTERPRET=1 is set, so Triton interprets kernels on the host, where "
+                    "CUDA tensors' addresses cannot be read; unset it to run compiled on the GPU")
+        if not torch.cuda.is_available():
+            return "no CUDA GPU is available to this process"
+        return None
+    if device.type == "cpu":
+        if _interpreting():
+            return None
+        return ("Triton compiles for GPUs; it runs on CPU tensors only under its interpreter: "
+                "set TRITON_INTERPRET=1 in the environment before tmsgd_kernels is imported "
+                "(slow, meant for testing)")
+    return f"Triton runs on CUDA devices (and on CPU under TRITON_INTERPRET=1), not {device.type}"
+
+
+def _op():
+    from tmsgd_kernels.triton_kernels import op  # noqa: F401  (registers the custom op)
+
+    return torch.ops.tmsgd_triton.step_bucket
+
+
+def step_bucket(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    history: torch.Tensor,
+    momentum_buffer: torch.Tensor | None,
+    step: torch.Tensor,
+    lr: float | torch.Tensor,
+    b1: float,
+    b2: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+    switch_step: int,
+    grad_scale: torch.Tensor | None,
+    found_inf: torch.Tensor | None,
+) -> None:
+    lr_tensor = lr if isinstance(lr, torch.Tensor) else None
+    lr_value = 0.0 if lr_tensor is not None else float(lr)
+    _op()(
+        params, grads, history, momentum_buffer, step, lr_value, lr_tensor, float(b1), float(b2),
+        float(momentum), float(dampening), float(weight_decay), bool(nesterov), bool(maximize),
+        int(switch_step), grad_scale, found_inf,
+    )

@@ -1,0 +1,84 @@
+"""The pointer/size table the table kernel walks: built on the device once per layout and reused
+while the params and grads stay at the same addresses.
+
+One int64 tensor, in sections (T tensors, B blocks):
+    [0, T)        param data_ptr          [T, 2T)   grad data_ptr
+    [2T, 3T)      first history column     [3T, 4T)  numel
+    [4T, 4T + B)  block -> tensor index    [4T + B, 4T + 2B)  block -> first element in it
+Program b steps elements [start, start + BLOCK) of tensor index[b]. The history and momentum
+columns of a tensor are its first column plus the element index, so they need no pointers.
+
+The table's content is a function of its key (every data_ptr, numel, the device and the block
+size), so a hit is always correct even when a freed tensor's address is reused. Built once, a
+step costs no host-to-device copy; a miss (a moved tensor, e.g. a new .grad after
+zero_grad(set_to_none=True) on an allocator that does not hand back the same block) rebuilds it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+# Enough for every bucket of a large model plus a few generations of moved grads.
+CACHE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class PointerTable:
+    table: torch.Tensor
+    tensors: int
+    blocks: int
+
+
+_cache: OrderedDict[tuple, PointerTable] = OrderedDict()
+_stats = {"hits": 0, "builds": 0}
+
+
+def _build(params: list[torch.Tensor], grads: list[torch.Tensor], block: int) -> PointerTable:
+    numels = [p.numel() for p in params]
+    columns, offset = [], 0
+    for n in numels:
+        columns.append(offset)
+        offset += n
+    block_tensor, block_start = [], []
+    for index, n in enumerate(numels):
+        for start in range(0, n, block):
+            block_tensor.append(index)
+            block_start.append(start)
+    host = torch.tensor(
+        [p.data_ptr() for p in params] + [g.data_ptr() for g in grads] + columns + numels
+        + block_tensor + block_start,
+        dtype=torch.int64,
+    )
+    return PointerTable(host.to(params[0].device), len(params), len(block_tensor))
+
+
+def pointer_table(
+    params: list[torch.Tensor], grads: list[torch.Tensor], block: int
+) -> PointerTable:
+    """The table for these tensors, from the cache when none of them has moved."""
+    key = (
+        params[0].device,
+        block,
+        tuple(p.data_ptr() for p in params),
+        tuple(g.data_ptr() for g in grads),
+        tuple(p.numel() for p in params),
+    )
+    found = _cache.get(key)
+    if found is not None:
+        _cache.move_to_end(key)
+        _stats["hits"] += 1
+        return found
+    built = _build(params, grads, block)
+    _stats["builds"] += 1
+    _cache[key] = built
+    if len(_cache) > CACHE_SIZE:
+        _cache.popitem(last=False)
+    return built
+
+
+def cache_stats() -> dict[str, int]:
+    """Hits and builds since the process started (for tests and benchmarks)."""
+    return dict(_stats)

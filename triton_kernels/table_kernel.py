@@ -1,0 +1,62 @@
+"""The step over a list of tensors in one launch: program b reads which tensor and which block of
+it to step from the pointer table (see pointer_table.py)."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .element_update import update_block
+from .launch_rule import table_config
+from .pointer_table import pointer_table
+from .step_args import StepArgs
+
+_TRITON_DTYPES = {
+    torch.float64: tl.float64,
+    torch.float32: tl.float32,
+    torch.float16: tl.float16,
+    torch.bfloat16: tl.bfloat16,
+}
+
+
+@triton.jit
+def tmsgd_table_kernel(
+    table_ptr, tensors, blocks, history_ptr, history_stride, momentum_ptr,
+    step_ptr, lr: tl.float64, lr_ptr, grad_scale_ptr, found_inf_ptr,
+    b1: tl.float64, b2: tl.float64, momentum: tl.float64, gain: tl.float64,
+    weight_decay: tl.float64, switch_step,
+    HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
+    HAS_WEIGHT_DECAY: tl.constexpr, LR_ON_DEVICE: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
+    HAS_FOUND_INF: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
+    PARAM_DTYPE: tl.constexpr,
+):
+    block = tl.program_id(0)
+    index = tl.load(table_ptr + 4 * tensors + block)
+    start = tl.load(table_ptr + 4 * tensors + blocks + block)
+    param_ptr = tl.load(table_ptr + index).to(tl.pointer_type(PARAM_DTYPE))
+    grad_ptr = tl.load(table_ptr + tensors + index).to(tl.pointer_type(PARAM_DTYPE))
+    column = tl.load(table_ptr + 2 * tensors + index) + start
+    numel = tl.load(table_ptr + 3 * tensors + index)
+    update_block(
+        param_ptr + start, grad_ptr + start, history_ptr + column, history_stride,
+        momentum_ptr + column, numel - start,
+        step_ptr, lr, lr_ptr, grad_scale_ptr, found_inf_ptr,
+        b1, b2, momentum, gain, weight_decay, switch_step,
+        HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY, LR_ON_DEVICE, HAS_GRAD_SCALE,
+        HAS_FOUND_INF, COMPUTE, BLOCK,
+    )
+
+
+def launch_table(params: list[torch.Tensor], grads: list[torch.Tensor], args: StepArgs) -> None:
+    """Step every tensor of `params` (history and momentum columns in list order) in one launch."""
+    numels = [p.numel() for p in params]
+    if sum(numels) == 0:
+        return
+    block, warps = table_config(numels, params[0].device)
+    table = pointer_table(params, grads, block)
+    tmsgd_table_kernel[(table.blocks,)](
+        table.table, table.tensors, table.blocks, args.history, args.history.stride(0),
+        args.momentum_or(params[0]), *args.scalar_args(), **args.flags(),
+        BLOCK=block, PARAM_DTYPE=_TRITON_DTYPES[params[0].dtype], num_warps=warps,
+    )
