@@ -1,16 +1,38 @@
 """Builds tmsgd_kernels._C from csrc/: C++ always, CUDA where a CUDA toolkit and a CUDA torch exist.
 
-TMSGD_NO_EXTENSION=1 skips the extension (the package then runs on its pure-PyTorch backend).
+TMSGD_NO_EXTENSION=1 skips the extension (the package then runs on its pure-PyTorch backend);
+TMSGD_NO_CUDA=1 builds the C++ part only.
+
+The CPU kernel is compiled once per instruction set, as ATen compiles its own kernels: csrc/*.cpp
+with no -m flags (the DEFAULT copy, safe on any x86-64), and on x86-64 the files of
+csrc/cpu_capability/ again with -mavx2 / -mavx512*, in their own namespaces; the op picks one at
+run time from at::get_cpu_capability() and the CPU's flags. Those objects are linked after the
+default ones, so an inline function the copies share resolves to the DEFAULT build's version.
 """
 
 import glob
 import os
+import platform
+import sys
 
 from setuptools import setup
 
 PACKAGES = ["tmsgd_kernels", "tmsgd_kernels.backends", "tmsgd_kernels.triton_kernels"]
 # The Triton project ships its own top-level `triton_kernels`: ours lives inside the package.
 PACKAGE_DIR = {"tmsgd_kernels.triton_kernels": "triton_kernels"}
+
+# Per-capability files and their flags (the flags ATen uses for the same capabilities).
+CPU_CAPABILITIES = {
+    "AVX2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c",
+               "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512",
+               # GCC 12 false positive inside its own avx512fintrin.h (ATen headers hit it).
+               "-Wno-maybe-uninitialized"],
+}
+
+
+def _builds_capabilities() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
 
 
 def extension_build():
@@ -22,7 +44,16 @@ def extension_build():
     sources = sorted(glob.glob("csrc/*.cpp"))
     if not sources:
         return [], {}
-    cxx_flags = ["-O3", "-g0", "-std=c++17"]
+    # -Wno-psabi: GCC notes the (irrelevant, internal) ABI of passing 32-byte vectors by value.
+    cxx_flags = ["-O3", "-g0", "-std=c++17", "-Wno-psabi", "-Wno-unknown-pragmas"]
+    link_flags = []
+    if sys.platform != "win32":
+        # at::parallel_for is inline OpenMP code: without -fopenmp it would run on one thread.
+        # libgomp.so.1 resolves to the copy torch already loaded (same soname).
+        cxx_flags.append("-fopenmp")
+        link_flags.append("-fopenmp")
+    if _builds_capabilities():
+        cxx_flags += [f"-DTMSGD_CPU_{name}" for name in CPU_CAPABILITIES]
     with_cuda = (
         torch.version.cuda is not None
         and CUDA_HOME is not None
@@ -33,11 +64,34 @@ def extension_build():
             "tmsgd_kernels._C",
             sources + sorted(glob.glob("csrc/*.cu")),
             extra_compile_args={"cxx": cxx_flags + ["-DTMSGD_WITH_CUDA"],
-                                "nvcc": ["-O3", "-DTMSGD_WITH_CUDA", "--use_fast_math"]},
+                                "nvcc": ["-O3", "-DTMSGD_WITH_CUDA"]},
+            extra_link_args=link_flags,
         )
     else:
-        extension = CppExtension("tmsgd_kernels._C", sources, extra_compile_args=cxx_flags)
-    return [extension], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+        extension = CppExtension("tmsgd_kernels._C", sources, extra_compile_args=cxx_flags,
+                                 extra_link_args=link_flags)
+
+    class BuildWithCpuCapabilities(BuildExtension):
+        """BuildExtension that also compiles csrc/cpu_capability/*.cpp once per capability."""
+
+        def build_extension(self, ext) -> None:
+            if _builds_capabilities():
+                args = ext.extra_compile_args
+                base = list(args["cxx"] if isinstance(args, dict) else args)
+                objects = []
+                for name, flags in CPU_CAPABILITIES.items():  # ascending: see the docstring
+                    source = f"csrc/cpu_capability/{name.lower()}.cpp"
+                    objects += self.compiler.compile(
+                        [source],
+                        output_dir=os.path.join(self.build_temp, name.lower()),
+                        include_dirs=ext.include_dirs,
+                        extra_postargs=base + flags,
+                        depends=ext.depends,
+                    )
+                ext.extra_objects = [o for o in ext.extra_objects if o not in objects] + objects
+            super().build_extension(ext)
+
+    return [extension], {"build_ext": BuildWithCpuCapabilities.with_options(use_ninja=True)}
 
 
 ext_modules, cmdclass = extension_build()

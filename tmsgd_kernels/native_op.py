@@ -1,0 +1,74 @@
+"""The compiled extension tmsgd_kernels._C and its custom op tmsgd_kernels::tmsgd_step.
+
+Importing this module loads the extension (if it was built), registers the op's fake kernel so
+torch.compile traces the op without a graph break, and says which implementations the build
+registered (CPU always, CUDA when it was built against a CUDA torch with a CUDA toolkit).
+"""
+
+from __future__ import annotations
+
+import torch
+
+OP_NAME = "tmsgd_kernels::tmsgd_step"
+BUILD_HINT = (
+    "build it with `pip install --no-build-isolation -e .` (or `python setup.py build_ext "
+    "--inplace`) from the repository root"
+)
+
+try:
+    from . import _C  # noqa: F401  (loading the library registers the op)
+
+    load_error: str | None = None
+except ImportError as error:  # built with TMSGD_NO_EXTENSION=1, or never built
+    _C = None
+    load_error = f"the C++ extension tmsgd_kernels._C is not built ({error}); {BUILD_HINT}"
+
+
+def has_kernel(dispatch_key: str) -> bool:
+    """Whether the loaded extension registered an implementation for `dispatch_key` (CPU, CUDA)."""
+    if _C is None:
+        return False
+    return torch._C._dispatch_has_kernel_for_dispatch_key(OP_NAME, dispatch_key)
+
+
+def cpu_capability() -> str | None:
+    """The instruction set the CPU implementation runs: AVX512, AVX2, DEFAULT (None if unbuilt)."""
+    return None if _C is None else _C.cpu_capability()
+
+
+if _C is not None:
+
+    @torch.library.register_fake(OP_NAME)
+    def _tmsgd_step_fake(params, grads, history, momentum_buffer, step, lr, lr_tensor, b1, b2,
+                         momentum, dampening, weight_decay, nesterov, maximize, switch_step,
+                         grad_scale, found_inf) -> None:
+        # The op returns nothing; what it mutates is declared in its schema.
+        return None
+
+
+def tmsgd_step(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    history: torch.Tensor,
+    momentum_buffer: torch.Tensor | None,
+    step: torch.Tensor,
+    lr: float | torch.Tensor,
+    b1: float,
+    b2: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+    switch_step: int,
+    grad_scale: torch.Tensor | None,
+    found_inf: torch.Tensor | None,
+) -> None:
+    """Call the op with the kernel contract's arguments (lr: a float or a 0-dim tensor)."""
+    lr_tensor = lr if isinstance(lr, torch.Tensor) else None
+    lr_float = 0.0 if lr_tensor is not None else float(lr)
+    torch.ops.tmsgd_kernels.tmsgd_step(
+        params, grads, history, momentum_buffer, step, lr_float, lr_tensor, float(b1), float(b2),
+        float(momentum), float(dampening), float(weight_decay), bool(nesterov), bool(maximize),
+        int(switch_step), grad_scale, found_inf,
+    )
