@@ -1,0 +1,45 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    the main job: the benchmark (builds .venv, installs torch, the package, runs it)
+#   make test   the test suite
+# USE_CURRENT_PYTHON=1 installs into the interpreter on PATH instead of a venv in the checkout.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+# The Triton release built against TORCH_VERSION (torch 2.14.1 pins triton 3.8.x, 2.13.0 3.7.x).
+TRITON_VERSION ?= 3.7.1
+PYTEST_ARGS ?=
+
+ifeq ($(USE_CURRENT_PYTHON),1)
+PY := $(PYTHON)
+STAMP := .setup-current-python
+else
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+endif
+
+SOURCES := setup.py pyproject.toml requirements-test.txt $(wildcard csrc/*.cpp csrc/*.h csrc/*.cu csrc/*/*.cpp)
+
+.PHONY: setup run test lint experiments experiments-full clean
+
+setup: $(STAMP)
+
+$(STAMP): $(SOURCES)
+ifneq ($(USE_CURRENT_PYTHON),1)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+endif
+	$(PY) -m pip install -q torch==$(TORCH_VERSION) triton==$(TRITON_VERSION) -r requirements-test.txt
+	MAX_JOBS=2 $(PY) -m pip install -q --no-build-isolation -e .
+	touch $@
+
+run: setup
+	$(PY) bench/bench_fallback.py
+
+test: setup
+	$(PY) -m pytest -q -p no:logging $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf build *.egg-info tmsgd_kernels/*.so .setup-current-python $(VENV)
