@@ -8,7 +8,6 @@ fp64 for fp64 params (the hyperparameters reach the kernel as fp64 scalars).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import torch
@@ -26,10 +25,12 @@ def _interpreting() -> bool:
 
 
 def unavailable_reason(device: torch.device) -> str | None:
-    if importlib.util.find_spec("triton") is None:
-        return f"Triton is not installed: {_INSTALL}"
     try:
         import triton  # noqa: F401
+    except ImportError as error:
+        if error.name == "triton":
+            return f"Triton is not installed: {_INSTALL}"
+        return f"Triton failed to import ({error}): {_INSTALL}"
     except Exception as error:  # a broken or mismatched install
         return f"Triton failed to import ({error}): {_INSTALL}"
     if device.type == "cuda":

@@ -1,0 +1,87 @@
+"""The triton backend as a whole: when it says it can run, importing without Triton, the float64
+oracle over many steps, and torch.compile(fullgraph=True) through the custom op."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from trajectory import run_against_oracle
+
+from tmsgd_kernels import TMSGD
+from tmsgd_kernels.backends import triton_backend, unavailable_reason
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+REASON = unavailable_reason("triton", DEVICE)
+needs_triton = pytest.mark.skipif(REASON is not None, reason=f"triton on {DEVICE}: {REASON}")
+
+
+def test_cpu_needs_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert triton_backend.unavailable_reason(torch.device("cpu")) is None
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert "TRITON_INTERPRET=1" in triton_backend.unavailable_reason(torch.device("cpu"))
+
+
+def test_cuda_needs_a_gpu_and_no_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert "unset it" in triton_backend.unavailable_reason(torch.device("cuda"))
+    monkeypatch.delenv("TRITON_INTERPRET")
+    reason = triton_backend.unavailable_reason(torch.device("cuda"))
+    assert (reason is None) == torch.cuda.is_available()
+
+
+def test_imports_and_explains_itself_without_triton():
+    """`pip install` does not require Triton: with it absent, the package, the backend module and
+    the kernels package import, and the backend says how to get Triton."""
+    code = (
+        "import sys; sys.modules['triton'] = None\n"
+        "import torch, tmsgd_kernels, tmsgd_kernels.triton_kernels\n"
+        "from tmsgd_kernels.backends import triton_backend\n"
+        "print(triton_backend.unavailable_reason(torch.device('cpu')))\n"
+        "print(tmsgd_kernels.available_backends('cpu')['triton'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2
+    assert all(line.startswith("Triton is not installed") and "triton" in line for line in lines)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16],
+                         ids=str)
+def test_many_tensors_match_float64_oracle(dtype):
+    """Tolerances come from the lead's trajectory.Tolerance (one eps of the storage dtypes per
+    rounding, which also covers the interpreter's round-toward-zero bf16 stores)."""
+    shapes = [(), (0,), (1,), (3,), (4097,), (7, 5)] + [(n,) for n in range(10, 30)]
+    run_against_oracle(backend="triton", dtype=dtype, device=DEVICE, steps=8, shapes=shapes,
+                       momentum=0.9, nesterov=True, weight_decay=0.01, switch_step=2)
+
+
+@needs_triton
+def test_compiled_step_fullgraph_matches_eager():
+    """The custom op is opaque to torch.compile: opt.step traces with no graph break, and the
+    compiled step runs the same kernels as the eager one (bit-identical results)."""
+    shapes = [(3,), (257,), (4, 4)]
+
+    def make():
+        generator = torch.Generator().manual_seed(0)
+        return [torch.nn.Parameter(torch.randn(s, generator=generator).to(DEVICE)) for s in shapes]
+
+    eager_params, compiled_params = make(), make()
+    options = dict(lr=0.05, momentum=0.9, switch_step=2, backend="triton")
+    eager, compiled = TMSGD(eager_params, **options), TMSGD(compiled_params, **options)
+    compiled_step = torch.compile(compiled.step, fullgraph=True)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        for a, b in zip(eager_params, compiled_params):
+            g = torch.randn(a.shape, generator=generator).to(DEVICE)
+            a.grad, b.grad = g.clone(), g.clone()
+        eager.step()
+        compiled_step()
+    for a, b in zip(eager_params, compiled_params):
+        assert torch.equal(a, b)
+    assert int(compiled.state_dict()["state"][0]["step"]) == 4
