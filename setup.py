@@ -44,8 +44,10 @@ def extension_build():
     sources = sorted(glob.glob("csrc/*.cpp"))
     if not sources:
         return [], {}
+    # No -std: torch.utils.cpp_extension adds the one its headers need (C++17 for torch 2.13,
+    # C++20 for 2.14); both are ISO modes, so GCC does not contract a * b + c into an FMA.
     # -Wno-psabi: GCC notes the (irrelevant, internal) ABI of passing 32-byte vectors by value.
-    cxx_flags = ["-O3", "-g0", "-std=c++17", "-Wno-psabi", "-Wno-unknown-pragmas"]
+    cxx_flags = ["-O3", "-g0", "-Wno-psabi", "-Wno-unknown-pragmas"]
     link_flags = []
     if sys.platform != "win32":
         # at::parallel_for is inline OpenMP code: without -fopenmp it would run on one thread.
