@@ -191,9 +191,10 @@ def test_grad_scale_power_of_two_is_exact(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("size", SIZES + [4096])
 def test_single_tensor_odd_sizes(device, size):
-    """A single tensor takes the flat kernel; sizes 0, 1, 3 and 4097 cover the masked tails."""
+    """A single tensor takes the flat kernel; sizes 0, 1, 3 and 4097 cover the masked tails,
+    4096 a block with no tail (the unmasked, vectorizable path) under the interpreter's rule."""
     reference = compare(device, torch.float32, {"momentum": 0.9, "switch_step": 1}, sizes=[size])
     assert int(reference.step) == 5  # an empty bucket still counts its steps
 
@@ -214,5 +215,7 @@ def test_many_programs_per_launch_see_the_same_step(device, monkeypatch):
 
     monkeypatch.setattr(flat_kernel, "flat_config", lambda numel, device: (16, 1))
     monkeypatch.setattr(table_kernel, "table_config", lambda numels, device: (16, 1))
+    # Full blocks and a tail, flat and through the table (aligned sizes and not).
     compare(device, torch.float32, {"momentum": 0.9}, sizes=[1000], steps=3)
     compare(device, torch.float32, {"momentum": 0.9}, sizes=[3, 500, 17], steps=3)
+    compare(device, torch.bfloat16, {"momentum": 0.9}, sizes=[64, 256, 8], steps=3)

@@ -98,3 +98,19 @@ def test_views_that_are_not_back_to_back_use_the_table():
     step_both(params, reference, grads, state, reference_state)
     assert stats()["builds"] == before["builds"] + 1
     assert torch.equal(storage[5:10], untouched), "the gap between params must not be written"
+
+
+def test_alignment_hint_only_for_aligned_layouts():
+    """The table kernel is told its pointers are 16-byte aligned (so it can vectorize) only when
+    every address is and every first column is a multiple of 8 elements."""
+    from tmsgd_kernels.triton_kernels.pointer_table import pointer_table
+
+    def table(sizes, offset=0):
+        storage = torch.zeros(sum(sizes) + offset + 64, device=DEVICE)
+        params = [torch.zeros(n, device=DEVICE) for n in sizes]
+        grads = [storage[offset : offset + n] for n in sizes]  # views may be misaligned
+        return pointer_table(params, grads, 64)
+
+    assert table([8, 64, 16]).aligned
+    assert not table([5, 64, 16]).aligned  # second first column is 5
+    assert not table([8, 64, 16], offset=1).aligned  # a grad 4 bytes off alignment

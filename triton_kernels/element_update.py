@@ -20,10 +20,68 @@ def widen(x, COMPUTE: tl.constexpr):
 
 
 @triton.jit
-def narrow(x, DTYPE: tl.constexpr):
-    if DTYPE == tl.bfloat16:
+def load_as(ptrs, mask, COMPUTE: tl.constexpr, FULL: tl.constexpr):
+    if FULL:
+        x = tl.load(ptrs)
+    else:
+        x = tl.load(ptrs, mask=mask, other=0)
+    return widen(x, COMPUTE)
+
+
+@triton.jit
+def store_as(ptrs, x, mask, FULL: tl.constexpr):
+    """Store x rounded to the pointers' element type (bf16 by way of fp32, as in widen)."""
+    if ptrs.dtype.element_ty == tl.bfloat16:
         x = x.to(tl.float32)
-    return x.to(DTYPE)
+    if FULL:
+        tl.store(ptrs, x.to(ptrs.dtype.element_ty))
+    else:
+        tl.store(ptrs, x.to(ptrs.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def update_elements(
+    param_ptrs, grad_ptrs, d1_ptrs, d2_ptrs, momentum_ptrs, mask, step, multistep, lr,
+    grad_scale, b1, b2, momentum, gain, weight_decay,
+    HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
+    HAS_WEIGHT_DECAY: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr, COMPUTE: tl.constexpr,
+    FULL: tl.constexpr,
+):
+    """The per-element step. FULL blocks need no mask, so their loads and stores can be
+    vectorized (a mask `offsets < count` with an arbitrary count defeats that)."""
+    g = load_as(grad_ptrs, mask, COMPUTE, FULL)
+    if HAS_GRAD_SCALE:
+        g = g / grad_scale
+    if MAXIMIZE:
+        g = -g
+    w = load_as(param_ptrs, mask, COMPUTE, FULL)
+    if HAS_WEIGHT_DECAY:
+        g = g + weight_decay * w
+
+    u = g
+    if HAS_MOMENTUM:
+        buf = load_as(momentum_ptrs, mask, COMPUTE, FULL)
+        # torch.optim.SGD's rule: the first step takes the gradient as the buffer.
+        buf = tl.where(step == 0, g, momentum * buf + gain * g)
+        store_as(momentum_ptrs, buf, mask, FULL)
+        if NESTEROV:
+            u = g + momentum * buf
+        else:
+            u = buf
+
+    # During the warm-up the history is not read at all: the masked loads give 0, so
+    # d_new = -lr * u, the plain SGD step. (A mask that is one scalar for the whole block does
+    # not stop vectorization.)
+    if FULL:
+        history_mask = multistep
+    else:
+        history_mask = mask & multistep
+    d1 = widen(tl.load(d1_ptrs, mask=history_mask, other=0), COMPUTE)
+    d2 = widen(tl.load(d2_ptrs, mask=history_mask, other=0), COMPUTE)
+    d_new = (b1 * d1 + b2 * d2) - lr * u
+
+    store_as(d2_ptrs, d_new, mask, FULL)
+    store_as(param_ptrs, w + d_new, mask, FULL)
 
 
 @triton.jit
@@ -39,7 +97,6 @@ def update_block(
         # A skipped step masks every load and store: nothing is read, nothing changes.
         count = tl.where(tl.load(found_inf_ptr) == 0, count, 0)
     offsets = tl.arange(0, BLOCK)
-    mask = offsets < count
     step = tl.load(step_ptr)
     multistep = step >= switch_step
     # After s completed steps slot s % 2 holds d2 (and receives d_new), slot (s + 1) % 2 holds d1.
@@ -53,35 +110,26 @@ def update_block(
         lr_c = widen(tl.load(lr_ptr), COMPUTE)
     else:
         lr_c = tl.full([], lr, COMPUTE)
-
-    g = widen(tl.load(grad_ptr + offsets, mask=mask, other=0), COMPUTE)
+    grad_scale = tl.full([], 1.0, COMPUTE)
     if HAS_GRAD_SCALE:
-        g = g / widen(tl.load(grad_scale_ptr), COMPUTE)
-    if MAXIMIZE:
-        g = -g
-    w = widen(tl.load(param_ptr + offsets, mask=mask, other=0), COMPUTE)
-    if HAS_WEIGHT_DECAY:
-        g = g + tl.full([], weight_decay, COMPUTE) * w
+        grad_scale = widen(tl.load(grad_scale_ptr), COMPUTE)
+    b1_c = tl.full([], b1, COMPUTE)
+    b2_c = tl.full([], b2, COMPUTE)
+    momentum_c = tl.full([], momentum, COMPUTE)
+    gain_c = tl.full([], gain, COMPUTE)
+    weight_decay_c = tl.full([], weight_decay, COMPUTE)
 
-    u = g
-    if HAS_MOMENTUM:
-        buf = widen(tl.load(momentum_ptr + offsets, mask=mask, other=0), COMPUTE)
-        # torch.optim.SGD's rule: the first step takes the gradient as the buffer.
-        buf = tl.where(
-            step == 0, g, tl.full([], momentum, COMPUTE) * buf + tl.full([], gain, COMPUTE) * g
+    if count >= BLOCK:
+        update_elements(
+            param_ptr + offsets, grad_ptr + offsets, d1_ptr + offsets, d2_ptr + offsets,
+            momentum_ptr + offsets, offsets < count, step, multistep, lr_c, grad_scale,
+            b1_c, b2_c, momentum_c, gain_c, weight_decay_c,
+            HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY, HAS_GRAD_SCALE, COMPUTE, True,
         )
-        tl.store(momentum_ptr + offsets, narrow(buf, momentum_ptr.dtype.element_ty), mask=mask)
-        if NESTEROV:
-            u = g + tl.full([], momentum, COMPUTE) * buf
-        else:
-            u = buf
-
-    # During the warm-up the history is not read at all: the masked loads give 0, so
-    # d_new = -lr * u, the plain SGD step.
-    history_mask = mask & multistep
-    d1 = widen(tl.load(d1_ptr + offsets, mask=history_mask, other=0), COMPUTE)
-    d2 = widen(tl.load(d2_ptr + offsets, mask=history_mask, other=0), COMPUTE)
-    d_new = (tl.full([], b1, COMPUTE) * d1 + tl.full([], b2, COMPUTE) * d2) - lr_c * u
-
-    tl.store(d2_ptr + offsets, narrow(d_new, d2_ptr.dtype.element_ty), mask=mask)
-    tl.store(param_ptr + offsets, narrow(w + d_new, param_ptr.dtype.element_ty), mask=mask)
+    else:
+        update_elements(
+            param_ptr + offsets, grad_ptr + offsets, d1_ptr + offsets, d2_ptr + offsets,
+            momentum_ptr + offsets, offsets < count, step, multistep, lr_c, grad_scale,
+            b1_c, b2_c, momentum_c, gain_c, weight_decay_c,
+            HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY, HAS_GRAD_SCALE, COMPUTE, False,
+        )

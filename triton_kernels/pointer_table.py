@@ -21,6 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
+# The table kernel's alignment hint requires first columns that are multiples of this.
+ALIGN_ELEMENTS = 8
+
 # Enough for every bucket of a large model plus a few generations of moved grads.
 CACHE_SIZE = 64
 
@@ -30,6 +33,8 @@ class PointerTable:
     table: torch.Tensor
     tensors: int
     blocks: int
+    # Every param/grad address is 16-byte aligned and every first column a multiple of 8.
+    aligned: bool
 
 
 _cache: OrderedDict[tuple, PointerTable] = OrderedDict()
@@ -52,7 +57,10 @@ def _build(params: list[torch.Tensor], grads: list[torch.Tensor], block: int) ->
         + block_tensor + block_start,
         dtype=torch.int64,
     )
-    return PointerTable(host.to(params[0].device), len(params), len(block_tensor))
+    addresses = [t.data_ptr() for t in params + grads]
+    aligned = all(a % 16 == 0 for a in addresses)
+    aligned = aligned and all(c % ALIGN_ELEMENTS == 0 for c in columns)
+    return PointerTable(host.to(params[0].device), len(params), len(block_tensor), aligned)
 
 
 def pointer_table(

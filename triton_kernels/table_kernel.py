@@ -7,10 +7,15 @@ import torch
 import triton
 import triton.language as tl
 
+from . import pointer_table
 from .element_update import update_block
 from .launch_rule import table_config
-from .pointer_table import pointer_table
 from .step_args import StepArgs
+
+# With ALIGNED, every param and grad address is a multiple of 16 bytes and every first history
+# column a multiple of ALIGN_ELEMENTS (8: 16 bytes of fp16/bf16, more for wider dtypes), which
+# holds for the usual model shapes (sizes that are multiples of 8).
+ALIGN_ELEMENTS = tl.constexpr(pointer_table.ALIGN_ELEMENTS)
 
 _TRITON_DTYPES = {
     torch.float64: tl.float64,
@@ -29,14 +34,21 @@ def tmsgd_table_kernel(
     HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
     HAS_WEIGHT_DECAY: tl.constexpr, LR_ON_DEVICE: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
     HAS_FOUND_INF: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
+    PARAM_DTYPE: tl.constexpr, ALIGNED: tl.constexpr,
 ):
     block = tl.program_id(0)
     index = tl.load(table_ptr + 4 * tensors + block)
-    start = tl.load(table_ptr + 4 * tensors + blocks + block)
+    start = tl.multiple_of(tl.load(table_ptr + 4 * tensors + blocks + block), BLOCK)
     param_ptr = tl.load(table_ptr + index).to(tl.pointer_type(PARAM_DTYPE))
     grad_ptr = tl.load(table_ptr + tensors + index).to(tl.pointer_type(PARAM_DTYPE))
-    column = tl.load(table_ptr + 2 * tensors + index) + start
+    column = tl.load(table_ptr + 2 * tensors + index)
+    if ALIGNED:
+        # Addresses read from memory carry no alignment facts; without these hints the compiler
+        # cannot use 16-byte vector loads (checked in the PTX by tests/test_triton_codegen.py).
+        param_ptr = tl.multiple_of(param_ptr, 16)
+        grad_ptr = tl.multiple_of(grad_ptr, 16)
+        column = tl.multiple_of(column, ALIGN_ELEMENTS)
+    column += start
     numel = tl.load(table_ptr + 3 * tensors + index)
     update_block(
         param_ptr + start, grad_ptr + start, history_ptr + column, history_stride,
@@ -54,9 +66,10 @@ def launch_table(params: list[torch.Tensor], grads: list[torch.Tensor], args: St
     if sum(numels) == 0:
         return
     block, warps = table_config(numels, params[0].device)
-    table = pointer_table(params, grads, block)
+    table = pointer_table.pointer_table(params, grads, block)
     tmsgd_table_kernel[(table.blocks,)](
         table.table, table.tensors, table.blocks, args.history, args.history.stride(0),
         args.momentum_or(params[0]), *args.scalar_args(), **args.flags(),
-        BLOCK=block, PARAM_DTYPE=_TRITON_DTYPES[params[0].dtype], num_warps=warps,
+        BLOCK=block, PARAM_DTYPE=_TRITON_DTYPES[params[0].dtype], ALIGNED=table.aligned,
+        num_warps=warps,
     )
