@@ -70,3 +70,21 @@ def test_compiled_step_equals_eager(backend, device):
         # Inductor may fuse and contract differently from eager: a few float32 ulps.
         assert_close(b, a, 1e-6, "compiled vs eager")
     assert int(compiled.state_dict()["state"][0]["step"]) == 6
+
+
+def test_grad_scaler_with_unscale_before_step(backend, device):
+    """The clipping pattern: scaler.unscale_ first, then step with grad_scale unset."""
+    (p,) = make_params([(9,)], torch.float32, device)
+    optimizer = TMSGD([p], lr=0.05, backend=backend)
+    scaler = torch.amp.GradScaler(device.type, init_scale=2.0**8)
+    oracle = OracleParam(p)
+    for (g,) in make_grads([p], 4):
+        scaler.scale((p * g).sum()).backward()
+        scaler.unscale_(optimizer)
+        unscaled = p.grad.clone()
+        torch.nn.utils.clip_grad_norm_([p], max_norm=1e9)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+        oracle_step(oracle, unscaled, lr=0.05)
+    assert_close(p, oracle.weight, 1e-5, "unscale_ then step")
