@@ -85,3 +85,20 @@ def test_compiled_step_fullgraph_matches_eager():
     for a, b in zip(eager_params, compiled_params):
         assert torch.equal(a, b)
     assert int(compiled.state_dict()["state"][0]["step"]) == 4
+
+
+@needs_triton
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_custom_op_passes_opcheck(momentum):
+    """Schema (what it mutates), fake kernel and AOT dispatch of tmsgd_triton::step_bucket."""
+    triton_backend._op()  # registers the op
+    generator = torch.Generator().manual_seed(0)
+    params = [torch.randn(n, generator=generator).to(DEVICE) for n in (5, 300)]
+    grads = [torch.randn(n, generator=generator).to(DEVICE) for n in (5, 300)]
+    history = torch.zeros(2, 305, device=DEVICE)
+    buffer = torch.zeros(305, device=DEVICE) if momentum else None
+    step = torch.zeros((), dtype=torch.int64, device=DEVICE)
+    lr = torch.tensor(0.05, device=DEVICE)
+    args = (params, grads, history, buffer, step, 0.0, lr, 0.5, -0.5, momentum, 0.0, 0.0, False,
+            False, 0, torch.tensor(2.0, device=DEVICE), torch.tensor(0.0, device=DEVICE))
+    torch.library.opcheck(torch.ops.tmsgd_triton.step_bucket.default, args)
