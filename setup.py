@@ -45,9 +45,12 @@ def extension_build():
     if not sources:
         return [], {}
     # No -std: torch.utils.cpp_extension adds the one its headers need (C++17 for torch 2.13,
-    # C++20 for 2.14); both are ISO modes, so GCC does not contract a * b + c into an FMA.
+    # C++20 for 2.14). -ffp-contract=off: GCC contracts a * b + c into an FMA in C++ even in ISO
+    # mode, which in the -mfma copies made the scalar tail round differently from the SIMD body
+    # (seen: 1-ulp differences between a bucket stepped whole and stepped per tensor); nvcc gets
+    # --fmad=false for the same reason, so CPU and GPU run the same arithmetic.
     # -Wno-psabi: GCC notes the (irrelevant, internal) ABI of passing 32-byte vectors by value.
-    cxx_flags = ["-O3", "-g0", "-Wno-psabi", "-Wno-unknown-pragmas"]
+    cxx_flags = ["-O3", "-g0", "-ffp-contract=off", "-Wno-psabi", "-Wno-unknown-pragmas"]
     link_flags = []
     if sys.platform != "win32":
         # at::parallel_for is inline OpenMP code: without -fopenmp it would run on one thread.
@@ -66,7 +69,7 @@ def extension_build():
             "tmsgd_kernels._C",
             sources + sorted(glob.glob("csrc/*.cu")),
             extra_compile_args={"cxx": cxx_flags + ["-DTMSGD_WITH_CUDA"],
-                                "nvcc": ["-O3", "-DTMSGD_WITH_CUDA"]},
+                                "nvcc": ["-O3", "--fmad=false", "-DTMSGD_WITH_CUDA"]},
             extra_link_args=link_flags,
         )
     else:

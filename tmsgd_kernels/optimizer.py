@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch.optim import Optimizer
 
-from . import backends
+from . import backends, flat_params
 from .buckets import build_buckets, real_view
 from .coefficients import PAPER_COEFFICIENTS, delta_coefficients
 from .state_format import canonical_state, check_state_dict_fits, internal_state
@@ -64,8 +64,6 @@ class TMSGD(Optimizer):
         group = self.param_groups[-1]
         try:
             validate_hyperparameters(group)
-            if group["flat_params"]:
-                raise ValueError("flat_params=True is not available in this build")
             for device in {p.device for p in group["params"]}:
                 self._backend(group["backend"], device)
         except Exception:
@@ -95,6 +93,8 @@ class TMSGD(Optimizer):
                 return buckets
         resolved = {d: self._backend(group["backend"], d) for d in {p.device for p in params}}
         buckets = build_buckets(params, self.state, group, resolved)
+        if group["flat_params"]:
+            flat_params.attach(buckets)
         self._layouts[index] = (params, buckets)
         return buckets
 
@@ -128,13 +128,17 @@ class TMSGD(Optimizer):
 
     def _step_bucket(self, group: dict, bucket, grad_scale, found_inf) -> None:
         device = bucket.step.device
-        params = [real_view(p) for p in bucket.params]
-        grads = [real_view(p.grad).contiguous() for p in bucket.params]
-        # Kernels need contiguous params: step a contiguous copy and write it back.
-        copied = [i for i, p in enumerate(params) if not p.is_contiguous()]
-        originals = [params[i] for i in copied]
-        for i in copied:
-            params[i] = params[i].contiguous()
+        if getattr(bucket, "flat", None) is not None:  # flat_params: one range, views repaired
+            params, grads = bucket.flat.kernel_tensors()
+            copied, originals = [], []
+        else:
+            params = [real_view(p) for p in bucket.params]
+            grads = [real_view(p.grad).contiguous() for p in bucket.params]
+            # Kernels need contiguous params: step a contiguous copy and write it back.
+            copied = [i for i, p in enumerate(params) if not p.is_contiguous()]
+            originals = [params[i] for i in copied]
+            for i in copied:
+                params[i] = params[i].contiguous()
         lr = group["lr"]
         if isinstance(lr, torch.Tensor):
             lr = lr.to(device)
@@ -159,6 +163,11 @@ class TMSGD(Optimizer):
         )
         for i, original in zip(copied, originals):
             original.copy_(params[i])
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """As torch.optim's, except that flat_params buckets zero their grad buffer and keep the
+        grads as views into it (fresh grads would cost a copy at the next step)."""
+        flat_params.zero_grad(self, set_to_none, super().zero_grad)
 
     def state_dict(self) -> dict:
         """Per-parameter state in canonical form: step, d1 (newest step), d2, momentum_buffer;
