@@ -3,6 +3,8 @@ oracle over many steps, and torch.compile(fullgraph=True) through the custom op.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -18,19 +20,30 @@ REASON = unavailable_reason("triton", DEVICE)
 needs_triton = pytest.mark.skipif(REASON is not None, reason=f"triton on {DEVICE}: {REASON}")
 
 
-def test_cpu_needs_the_interpreter(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    assert triton_backend.unavailable_reason(torch.device("cpu")) is None
-    monkeypatch.delenv("TRITON_INTERPRET")
-    assert "TRITON_INTERPRET=1" in triton_backend.unavailable_reason(torch.device("cpu"))
-
-
-def test_cuda_needs_a_gpu_and_no_interpreter(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    assert "unset it" in triton_backend.unavailable_reason(torch.device("cuda"))
-    monkeypatch.delenv("TRITON_INTERPRET")
-    reason = triton_backend.unavailable_reason(torch.device("cuda"))
-    assert (reason is None) == torch.cuda.is_available()
+def test_unavailable_reason_follows_the_interpreter():
+    """CPU tensors need the interpreter, CUDA tensors need it off; once the kernels are defined,
+    their kind decides (Triton reads TRITON_INTERPRET only when a kernel is defined)."""
+    code = (
+        "import json, os, torch\n"
+        "from tmsgd_kernels.backends import triton_backend as t\n"
+        "cpu, cuda = torch.device('cpu'), torch.device('cuda')\n"
+        "os.environ.pop('TRITON_INTERPRET', None)\n"
+        "off = [t.unavailable_reason(cpu), t.unavailable_reason(cuda)]\n"
+        "os.environ['TRITON_INTERPRET'] = '1'\n"
+        "on = [t.unavailable_reason(cpu), t.unavailable_reason(cuda)]\n"
+        "t._op()\n"  # defines the kernels, interpreted
+        "os.environ.pop('TRITON_INTERPRET')\n"
+        "defined = [t.unavailable_reason(cpu), t.unavailable_reason(cuda)]\n"
+        "print(json.dumps([off, on, defined]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, check=True)
+    off, on, defined = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "TRITON_INTERPRET=1" in off[0]
+    assert (off[1] is None) == torch.cuda.is_available()
+    assert on[0] is None and "unset it" in on[1]
+    assert defined[0] is None and "unset it" in defined[1]
 
 
 def test_imports_and_explains_itself_without_triton():

@@ -39,6 +39,13 @@ class PointerTable:
 
 _cache: OrderedDict[tuple, PointerTable] = OrderedDict()
 _stats = {"hits": 0, "builds": 0}
+# Tables used while a CUDA graph was being captured: a replay reads them at their captured
+# address for as long as the graph lives, so they are never freed (not even when evicted).
+_captured: list = []
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
 def _build(params: list[torch.Tensor], grads: list[torch.Tensor], block: int) -> PointerTable:
@@ -60,7 +67,16 @@ def _build(params: list[torch.Tensor], grads: list[torch.Tensor], block: int) ->
     addresses = [t.data_ptr() for t in params + grads]
     aligned = all(a % 16 == 0 for a in addresses)
     aligned = aligned and all(c % ALIGN_ELEMENTS == 0 for c in columns)
-    return PointerTable(host.to(params[0].device), len(params), len(block_tensor), aligned)
+    device = params[0].device
+    if _capturing(device):
+        # A pageable host-to-device copy is not allowed during capture; a pinned one is, and is
+        # recorded into the graph, so its pinned source must stay alive too.
+        host = host.pin_memory()
+        _captured.append(host)
+        table = host.to(device, non_blocking=True)
+    else:
+        table = host.to(device)
+    return PointerTable(table, len(params), len(block_tensor), aligned)
 
 
 def pointer_table(
@@ -78,13 +94,15 @@ def pointer_table(
     if found is not None:
         _cache.move_to_end(key)
         _stats["hits"] += 1
-        return found
-    built = _build(params, grads, block)
-    _stats["builds"] += 1
-    _cache[key] = built
-    if len(_cache) > CACHE_SIZE:
-        _cache.popitem(last=False)
-    return built
+    else:
+        found = _build(params, grads, block)
+        _stats["builds"] += 1
+        _cache[key] = found
+        if len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    if _capturing(found.table.device):
+        _captured.append(found)
+    return found
 
 
 def cache_stats() -> dict[str, int]:

@@ -9,6 +9,7 @@ fp64 for fp64 params (the hyperparameters reach the kernel as fp64 scalars).
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
@@ -21,6 +22,11 @@ _INSTALL = (
 
 
 def _interpreting() -> bool:
+    """Whether the kernels run under Triton's interpreter. Triton decides when a kernel is
+    defined, so once they are imported their own kind counts, not the environment now."""
+    defined = sys.modules.get("tmsgd_kernels.triton_kernels.step_count")
+    if defined is not None:
+        return type(defined.advance_step_kernel).__name__ == "InterpretedFunction"
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
@@ -44,7 +50,7 @@ def unavailable_reason(device: torch.device) -> str | None:
         if _interpreting():
             return None
         return ("Triton compiles for GPUs; it runs on CPU tensors only under its interpreter: "
-                "set TRITON_INTERPRET=1 in the environment before tmsgd_kernels is imported "
+                "set TRITON_INTERPRET=1 in the environment before the first Triton step "
                 "(slow, meant for testing)")
     return f"Triton runs on CUDA devices (and on CPU under TRITON_INTERPRET=1), not {device.type}"
 
