@@ -109,7 +109,7 @@ def test_alignment_hint_only_for_aligned_layouts():
         storage = torch.zeros(sum(sizes) + offset + 64, device=DEVICE)
         params = [torch.zeros(n, device=DEVICE) for n in sizes]
         grads = [storage[offset : offset + n] for n in sizes]  # views may be misaligned
-        return pointer_table(params, grads, 64)
+        return pointer_table(params, grads, list(sizes), 64)
 
     assert table([8, 64, 16]).aligned
     assert not table([5, 64, 16]).aligned  # second first column is 5

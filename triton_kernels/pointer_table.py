@@ -8,8 +8,8 @@ One int64 tensor, in sections (T tensors, B blocks):
 Program b steps elements [start, start + BLOCK) of tensor index[b]. The history and momentum
 columns of a tensor are its first column plus the element index, so they need no pointers.
 
-The table's content is a function of its key (every data_ptr, numel, the device and the block
-size), so a hit is always correct even when a freed tensor's address is reused. Built once, a
+The table's content is a function of its key (every data_ptr and numel, the device, dtype and
+block size), so a hit is always correct even when a freed tensor's address is reused. Built once, a
 step costs no host-to-device copy; a miss (a moved tensor, e.g. a new .grad after
 zero_grad(set_to_none=True) on an allocator that does not hand back the same block) rebuilds it.
 """
@@ -17,6 +17,7 @@ zero_grad(set_to_none=True) on an allocator that does not hand back the same blo
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -48,8 +49,9 @@ def _capturing(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
-def _build(params: list[torch.Tensor], grads: list[torch.Tensor], block: int) -> PointerTable:
-    numels = [p.numel() for p in params]
+def _build(
+    params: list[torch.Tensor], grads: list[torch.Tensor], numels: list[int], block: int
+) -> PointerTable:
     columns, offset = [], 0
     for n in numels:
         columns.append(offset)
@@ -80,22 +82,28 @@ def _build(params: list[torch.Tensor], grads: list[torch.Tensor], block: int) ->
 
 
 def pointer_table(
-    params: list[torch.Tensor], grads: list[torch.Tensor], block: int
+    params: list[torch.Tensor], grads: list[torch.Tensor], numels: list[int], block: int,
+    check: Callable[[list[torch.Tensor], list[torch.Tensor]], None] | None = None,
 ) -> PointerTable:
-    """The table for these tensors, from the cache when none of them has moved."""
+    """The table for these tensors, from the cache when none of them has moved; `check` runs
+    before a table is built (a new layout), never on a hit."""
+    # The dtype is not in the table, but `check` ran for one dtype only.
     key = (
         params[0].device,
+        params[0].dtype,
         block,
         tuple(p.data_ptr() for p in params),
         tuple(g.data_ptr() for g in grads),
-        tuple(p.numel() for p in params),
+        tuple(numels),
     )
     found = _cache.get(key)
     if found is not None:
         _cache.move_to_end(key)
         _stats["hits"] += 1
     else:
-        found = _build(params, grads, block)
+        if check is not None:
+            check(params, grads)
+        found = _build(params, grads, numels, block)
         _stats["builds"] += 1
         _cache[key] = found
         if len(_cache) > CACHE_SIZE:

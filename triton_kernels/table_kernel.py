@@ -3,6 +3,8 @@ it to step from the pointer table (see pointer_table.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import triton
 import triton.language as tl
@@ -60,13 +62,16 @@ def tmsgd_table_kernel(
     )
 
 
-def launch_table(params: list[torch.Tensor], grads: list[torch.Tensor], args: StepArgs) -> None:
-    """Step every tensor of `params` (history and momentum columns in list order) in one launch."""
-    numels = [p.numel() for p in params]
+def launch_table(
+    params: list[torch.Tensor], grads: list[torch.Tensor], numels: list[int], args: StepArgs,
+    check: Callable[[list[torch.Tensor], list[torch.Tensor]], None],
+) -> None:
+    """Step every tensor of `params` (history and momentum columns in list order, `numels` their
+    sizes) in one launch; `check(params, grads)` runs whenever a pointer table is built."""
     if sum(numels) == 0:
         return
     block, warps = table_config(numels, params[0].device)
-    table = pointer_table.pointer_table(params, grads, block)
+    table = pointer_table.pointer_table(params, grads, numels, block, check)
     tmsgd_table_kernel[(table.blocks,)](
         table.table, table.tensors, table.blocks, args.history, args.history.stride(0),
         args.momentum_or(params[0]), *args.scalar_args(), **args.flags(),
