@@ -114,7 +114,7 @@ def step_bucket(
         return
     if len(grads) != len(params):
         raise ValueError("grads must match params one to one")
-    numels = [p.numel() for p in params]
+    numels = list(map(torch.Tensor.numel, params))
     _check_state(params, history, momentum_buffer, step, sum(numels))
     args = StepArgs(
         history=history, momentum_buffer=momentum_buffer, step=step, lr=lr, lr_tensor=lr_tensor,

@@ -92,8 +92,9 @@ def pointer_table(
         params[0].device,
         params[0].dtype,
         block,
-        tuple(p.data_ptr() for p in params),
-        tuple(g.data_ptr() for g in grads),
+        # map over the unbound method: no Python frame per tensor (this runs every step).
+        tuple(map(torch.Tensor.data_ptr, params)),
+        tuple(map(torch.Tensor.data_ptr, grads)),
         tuple(numels),
     )
     found = _cache.get(key)
