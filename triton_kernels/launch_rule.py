@@ -7,9 +7,10 @@ keep the masked-off tail of each tensor's last block short. These GPU numbers fo
 practice for Triton elementwise kernels and have NOT been measured here (no GPU was available);
 bench/bench_triton.py is the script to check them.
 
-Under TRITON_INTERPRET=1 (CPU tensors) every program costs about 1.4 ms of Python overhead
-(measured on this 2-core machine), while numpy work per element is cheap: one large block per
-tensor is fastest.
+Under TRITON_INTERPRET=1 (CPU tensors) every program costs milliseconds of Python overhead
+while numpy work per element is cheap: one large block per tensor is fastest. Measured on the
+2-core development machine (busy): 1600 elements in 100 programs of 16 took 360 ms a step, in
+one program 7 ms; 65536 elements in one block 24 ms.
 """
 
 from __future__ import annotations
