@@ -21,6 +21,7 @@ def tmsgd_flat_kernel(
     HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
     HAS_WEIGHT_DECAY: tl.constexpr, LR_ON_DEVICE: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
     HAS_FOUND_INF: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
+    HISTORY_ALIGN: tl.constexpr,
 ):
     # int64 offsets: a flat bucket may hold more than 2**31 elements.
     start = tl.program_id(0).to(tl.int64) * BLOCK
@@ -30,7 +31,7 @@ def tmsgd_flat_kernel(
         step_ptr, lr, lr_ptr, grad_scale_ptr, found_inf_ptr,
         b1, b2, momentum, gain, weight_decay, switch_step,
         HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY, LR_ON_DEVICE, HAS_GRAD_SCALE,
-        HAS_FOUND_INF, COMPUTE, BLOCK,
+        HAS_FOUND_INF, COMPUTE, BLOCK, HISTORY_ALIGN,
     )
 
 

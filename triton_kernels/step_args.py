@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -60,4 +61,6 @@ class StepArgs:
             HAS_GRAD_SCALE=self.grad_scale is not None,
             HAS_FOUND_INF=self.found_inf is not None,
             COMPUTE=self.compute,
+            # The largest power of two (up to 16) dividing the history's row stride.
+            HISTORY_ALIGN=math.gcd(self.history.stride(0), 16),
         )

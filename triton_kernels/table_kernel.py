@@ -36,6 +36,7 @@ def tmsgd_table_kernel(
     HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
     HAS_WEIGHT_DECAY: tl.constexpr, LR_ON_DEVICE: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
     HAS_FOUND_INF: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
+    HISTORY_ALIGN: tl.constexpr,
     PARAM_DTYPE: tl.constexpr, ALIGNED: tl.constexpr,
 ):
     block = tl.program_id(0)
@@ -58,7 +59,7 @@ def tmsgd_table_kernel(
         step_ptr, lr, lr_ptr, grad_scale_ptr, found_inf_ptr,
         b1, b2, momentum, gain, weight_decay, switch_step,
         HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY, LR_ON_DEVICE, HAS_GRAD_SCALE,
-        HAS_FOUND_INF, COMPUTE, BLOCK,
+        HAS_FOUND_INF, COMPUTE, BLOCK, HISTORY_ALIGN,
     )
 
 
