@@ -52,14 +52,19 @@ def results_table(analysis: dict[str, Any], lrs: dict[str, dict[str, float]]) ->
 
 def verdict_table(analysis: dict[str, Any]) -> str:
     lines = [
-        "| task | comparison | difference of means | 2 × std. error | Welch p | verdict |",
-        "|---|---|---|---|---|---|",
+        "| task | comparison | test metric: difference of means | 2 × std. error | Welch p "
+        "| verdict | final training loss: difference | 2 × std. error | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    train = analysis.get("train_verdicts", {})
     for task, vs in analysis["verdicts"].items():
         for name, v in vs.items():
+            tv = train.get(task, {}).get(name)
+            tcells = (f"{tv['diff']:+.2e} | {tv['two_se']:.2e} | {tv['verdict']}"
+                      if tv else "- | - | -")
             lines.append(
                 f"| {task} | {name} | {v['diff']:+.3f} | {v['two_se']:.3f} | {v['p']:.3f} "
-                f"| **{v['verdict']}** |"
+                f"| **{v['verdict']}** | {tcells} |"
             )
     return "\n".join(lines)
 
@@ -143,6 +148,8 @@ def summary_markdown(results: dict[str, Any]) -> str:
         "## Test metric, mean ± std over seeds, at each optimizer's selected lr",
         results_table(a, results["selected_lr"]),
         "## Verdicts (ties = difference within 2 standard errors)",
+        "Test metric in the task's direction; final training loss (mean over the last "
+        "evaluation interval; GAN: generator loss, which says little) lower is better.",
         verdict_table(a),
         "## Beside the paper's claims",
         paper_table(a),

@@ -43,6 +43,9 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean, sample std and n of the final metric over seeds; diverged seeds are counted apart."""
     values = [r["final_metric"] for r in records if r["final_metric"] is not None]
     arr = np.asarray(values, dtype=float)
+    # training loss over the last evaluation interval (GAN: the generator's loss)
+    train = np.asarray([r["curves"]["train_loss"][-1] for r in records
+                        if r["final_metric"] is not None], dtype=float)
     return {
         "lr": records[0]["spec"]["lr"],
         "n": len(values),
@@ -50,15 +53,30 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "mean": float(arr.mean()) if len(arr) else math.nan,
         "std": float(arr.std(ddof=1)) if len(arr) > 1 else math.nan,
         "values": values,
+        "train": {
+            "n": len(train),
+            "diverged": len(records) - len(train),
+            "mean": float(train.mean()) if len(train) else math.nan,
+            "std": float(train.std(ddof=1)) if len(train) > 1 else math.nan,
+            "values": train.tolist(),
+        },
     }
 
 
-def verdict(task: str, challenger: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+def verdict(
+    task: str,
+    challenger: dict[str, Any],
+    baseline: dict[str, Any],
+    higher_is_better: bool | None = None,
+) -> dict[str, Any]:
     """Challenger against baseline: 'ties' when the difference of means is within two standard
-    errors (sqrt(s1^2/n1 + s2^2/n2)), else 'wins' or 'loses' by the metric's direction."""
+    errors (sqrt(s1^2/n1 + s2^2/n2)), else 'wins' or 'loses' by the metric's direction (the
+    task's metric unless ``higher_is_better`` is given)."""
     from scipy.stats import ttest_ind
 
-    sign = 1.0 if get_task(task).higher_is_better else -1.0
+    if higher_is_better is None:
+        higher_is_better = get_task(task).higher_is_better
+    sign = 1.0 if higher_is_better else -1.0
     diff = challenger["mean"] - baseline["mean"]
     if challenger["diverged"] or challenger["n"] < 2 or baseline["n"] < 2:
         if challenger["diverged"] > baseline["diverged"]:
@@ -79,10 +97,13 @@ def analyse(results: dict[str, Any]) -> dict[str, Any]:
     grouped = groups(results["runs"], lrs)
     summaries = {t: {g: summarize(recs) for g, recs in gs.items()} for t, gs in grouped.items()}
     verdicts: dict[str, dict[str, Any]] = {}
+    train_verdicts: dict[str, dict[str, Any]] = {}
     for task, summ in summaries.items():
         for _, base, group in COMPARISONS:
             if group in summ and base in summ:
-                verdicts.setdefault(task, {})[f"{group} vs {base}"] = verdict(
-                    task, summ[group], summ[base]
+                name = f"{group} vs {base}"
+                verdicts.setdefault(task, {})[name] = verdict(task, summ[group], summ[base])
+                train_verdicts.setdefault(task, {})[name] = verdict(
+                    task, summ[group]["train"], summ[base]["train"], higher_is_better=False
                 )
-    return {"summaries": summaries, "verdicts": verdicts}
+    return {"summaries": summaries, "verdicts": verdicts, "train_verdicts": train_verdicts}
