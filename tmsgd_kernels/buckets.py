@@ -14,9 +14,26 @@ from dataclasses import dataclass
 
 import torch
 
+# History rows are padded to a multiple of this many elements, so the second row starts on a
+# 64-byte boundary (fp32) and kernels can use 16-byte vector accesses on both rows.
+HISTORY_ROW_ALIGNMENT = 16
+
 
 def real_view(tensor: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(tensor) if tensor.is_complex() else tensor
+
+
+def allocate_state(
+    params: list[torch.Tensor], momentum: float, history_dtype: torch.dtype | None, steps: int = 0
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Zero state for one bucket: history [2, N >= total], momentum buffer or None, step."""
+    reals = [real_view(p) for p in params]
+    total = sum(r.numel() for r in reals)
+    device, dtype = reals[0].device, reals[0].dtype
+    columns = -(-total // HISTORY_ROW_ALIGNMENT) * HISTORY_ROW_ALIGNMENT
+    history = torch.zeros(2, columns, dtype=history_dtype or dtype, device=device)
+    buffer = torch.zeros(total, dtype=dtype, device=device) if momentum != 0 else None
+    return history, buffer, torch.full((), steps, dtype=torch.int64, device=device)
 
 
 @dataclass
@@ -40,16 +57,12 @@ def build_buckets(params: list[torch.Tensor], state, group: dict, backends: dict
 
     buckets = []
     for (device, _, steps), bucket_params in members.items():
-        reals = [real_view(p) for p in bucket_params]
-        real_dtype = reals[0].dtype
-        total = sum(r.numel() for r in reals)
-        history = torch.zeros(2, total, dtype=group["history_dtype"] or real_dtype, device=device)
-        momentum_buffer = None
-        if group["momentum"] != 0:
-            momentum_buffer = torch.zeros(total, dtype=real_dtype, device=device)
-        step = torch.full((), steps, dtype=torch.int64, device=device)
+        history, momentum_buffer, step = allocate_state(
+            bucket_params, group["momentum"], group["history_dtype"], steps
+        )
         offset = 0
-        for param, real in zip(bucket_params, reals):
+        for param in bucket_params:
+            real = real_view(param)
             count = real.numel()
             param_state = state[param]
             history_view = history[:, offset : offset + count].view(2, *real.shape)

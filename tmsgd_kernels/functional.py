@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import backends
-from .buckets import real_view
+from .buckets import allocate_state, real_view
 from .coefficients import PAPER_COEFFICIENTS, delta_coefficients
 from .validation import validate_hyperparameters
 
@@ -14,12 +14,7 @@ def init_state(
     params: list[torch.Tensor], momentum: float = 0.0, history_dtype: torch.dtype | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Zero state for `params`: (history [2, N], momentum_buffer [N] or None, step)."""
-    reals = [real_view(p) for p in params]
-    total = sum(r.numel() for r in reals)
-    device, dtype = reals[0].device, reals[0].dtype
-    history = torch.zeros(2, total, dtype=history_dtype or dtype, device=device)
-    buffer = torch.zeros(total, dtype=dtype, device=device) if momentum != 0 else None
-    return history, buffer, torch.zeros((), dtype=torch.int64, device=device)
+    return allocate_state(params, momentum, history_dtype)
 
 
 def tmsgd(
