@@ -64,7 +64,8 @@ def lr_sensitivity(runs: list[dict[str, Any]], tasks: list[str], path: Path) -> 
             lrs = sorted(pts)
             ax.plot(lrs, [np.mean(pts[lr]) for lr in lrs], "o-", color=COLORS[opt],
                     label=LABELS[opt])
-        ax.set(xscale="log", title=task, xlabel="lr", ylabel=f"val {get_task(task).metric_name}")
+        val_name = get_task(task).metric_name.replace("test", "val")
+        ax.set(xscale="log", title=task, xlabel="lr", ylabel=val_name)
         if not get_task(task).higher_is_better:
             ax.set_yscale("log")
     axes[0][0].legend(fontsize=7)
