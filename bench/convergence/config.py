@@ -28,7 +28,7 @@ QUICK = Config(
     switch_fractions=(0.25,),
     stability_seeds=(0,),
     stability_cnn_steps=100,
-    stability_bisections=6,
+    stability_bisections=5,
     quadratic_steps=2000,
 )
 

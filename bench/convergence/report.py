@@ -138,6 +138,32 @@ def gan_extra_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def grid_table(runs: list[dict[str, Any]]) -> str:
+    """Validation metric (mean over grid seeds) of every optimizer at every lr of the grid."""
+    cells: dict[tuple[str, str], dict[float, list[float]]] = {}
+    for r in runs:
+        s = r["spec"]
+        if s["phase"] == "grid":
+            v = r["final_metric"]
+            cells.setdefault((s["task"], s["optimizer"]), {}).setdefault(s["lr"], []).append(
+                math.nan if v is None else v
+            )
+    lrs = sorted({lr for d in cells.values() for lr in d})
+    lines = ["| task | optimizer | " + " | ".join(f"{lr:g}" for lr in lrs) + " |",
+             "|---|---|" + "---|" * len(lrs)]
+    for (task, opt), d in cells.items():
+        row = []
+        for lr in lrs:
+            vals = d.get(lr)
+            if vals is None:
+                row.append("")
+            else:
+                mean = float(np.mean(vals))
+                row.append("div." if math.isnan(mean) else f"{mean:.{_digits(task)}f}")
+        lines.append(f"| {task} | {LABELS[opt]} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def summary_markdown(results: dict[str, Any]) -> str:
     """The whole summary page for one run of the protocol."""
     a, cfg = results["analysis"], results["config"]
@@ -159,4 +185,8 @@ def summary_markdown(results: dict[str, Any]) -> str:
     parts += ["## Warm-up (switch_step) study", switch_table(a, results["steps"])]
     if results.get("stability"):
         parts += ["## Largest stable learning rate", stability_table(results["stability"])]
+    parts += [
+        "## Learning-rate grid: validation metric (mean over grid seeds; div. = diverged)",
+        grid_table(results["runs"]),
+    ]
     return "\n\n".join(parts) + "\n"

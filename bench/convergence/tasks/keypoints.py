@@ -61,7 +61,7 @@ class Keypoints:
     metric_name = "test MSE (x100)"
     higher_is_better = False
     steps_full = 1200
-    steps_quick = 300
+    steps_quick = 200
     batch_size = 32
 
     def data(self) -> SupervisedData:
