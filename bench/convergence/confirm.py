@@ -25,8 +25,9 @@ FIRST_SEED = 200
 
 
 def confirm(task: str, challenger: str, baseline: str, n_seeds: int, folder: Path,
-            workers: int) -> dict[str, Any]:
-    lrs = json.loads((folder / "runs.json").read_text())["selected_lr"][task]
+            workers: int, lr_override: dict[str, float] | None = None) -> dict[str, Any]:
+    lrs = dict(json.loads((folder / "runs.json").read_text())["selected_lr"][task])
+    lrs.update(lr_override or {})
     steps = steps_for(task, FULL)
     seeds = range(FIRST_SEED, FIRST_SEED + n_seeds)
     specs = [RunSpec(task, opt, lrs[opt], s, steps, "test", phase="confirm")
@@ -39,7 +40,8 @@ def confirm(task: str, challenger: str, baseline: str, n_seeds: int, folder: Pat
         "summaries": summ, "verdict": verdict(task, summ[challenger], summ[baseline]),
         "runs": runs,
     }
-    out = folder / f"confirm_{task}_{challenger}_vs_{baseline}.json"
+    tag = "_lr" + "_".join(f"{lrs[o]:g}" for o in (challenger, baseline)) if lr_override else ""
+    out = folder / f"confirm_{task}_{challenger}_vs_{baseline}{tag}.json"
     out.write_text(json.dumps(result, indent=1))
     return result
 
@@ -51,9 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    p.add_argument("--lrs", default=None,
+                   help="challenger_lr:baseline_lr in place of the selected ones")
     args = p.parse_args(argv)
     challenger, baseline = args.pair.split(":")
-    r = confirm(args.task, challenger, baseline, args.seeds, args.dir, args.workers)
+    override = None
+    if args.lrs:
+        lr_c, lr_b = (float(x) for x in args.lrs.split(":"))
+        override = {challenger: lr_c, baseline: lr_b}
+    r = confirm(args.task, challenger, baseline, args.seeds, args.dir, args.workers, override)
     for opt, s in r["summaries"].items():
         print(f"{opt}: {s['mean']:.3f} ± {s['std']:.3f} (n={s['n']}, lr {s['lr']:g})")
     v = r["verdict"]
