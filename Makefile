@@ -38,6 +38,13 @@ run: setup
 test: setup
 	$(PY) -m pytest -q -p no:logging $(PYTEST_ARGS)
 
+# Convergence experiments (docs/EXPERIMENTS.md): a quick version (~2 min here) and the full one.
+experiments: setup
+	$(PY) -m bench.convergence --quick
+
+experiments-full: setup
+	$(PY) -m bench.convergence --full
+
 lint: setup
 	$(PY) -m ruff check .
 
