@@ -41,22 +41,24 @@ def history_dtypes(param_dtype: torch.dtype) -> list[torch.dtype]:
 class Bucket:
     """A bucket's params, grads source and state, as the optimizer would hand it to a backend."""
 
-    def __init__(self, sizes, dtype, history_dtype, momentum, seed=0, offset=0):
+    def __init__(self, sizes, dtype, history_dtype, momentum, seed=0, offset=0, device="cpu"):
         self.generator = torch.Generator().manual_seed(seed)
         self.sizes = list(sizes)
+        self.device = torch.device(device)
         total = sum(self.sizes)
         # Params (and history) are carved out of larger buffers at `offset` elements, so with
         # offset 1 no tensor is 16-byte aligned.
         storage = self.randn(total + offset).to(dtype)
         self.params = [p for p in storage[offset:].split(self.sizes)]
-        history = torch.zeros(2, total + offset, dtype=history_dtype)
+        history = torch.zeros(2, total + offset, dtype=history_dtype, device=self.device)
         self.history = history[:, offset:]
-        self.momentum_buffer = torch.zeros(total, dtype=dtype) if momentum else None
-        self.step = torch.zeros((), dtype=torch.int64)
+        self.momentum_buffer = (
+            torch.zeros(total, dtype=dtype, device=self.device) if momentum else None)
+        self.step = torch.zeros((), dtype=torch.int64, device=self.device)
         self.dtype = dtype
 
     def randn(self, n):
-        return torch.randn(n, generator=self.generator, dtype=torch.float64)
+        return torch.randn(n, generator=self.generator, dtype=torch.float64).to(self.device)
 
     def grads(self):
         return [self.randn(s).to(self.dtype) for s in self.sizes]
@@ -114,15 +116,20 @@ def assert_step_parity(native: Bucket, reference: Bucket, before: Bucket, what: 
 
 
 def run_lockstep(sizes, dtype, history_dtype, options, steps=12, offset=0, lr=0.05,
-                 grad_scale=None, skip=()) -> None:
-    """Each step: both backends step the same state; compare everything; carry on from `cpu`."""
-    state = Bucket(sizes, dtype, history_dtype, options.get("momentum", 0.0), offset=offset)
+                 grad_scale=None, skip=(), backend=native_cpu, device="cpu") -> None:
+    """Each step: both backends step the same state; compare everything; carry on from the
+    native backend's result."""
+    state = Bucket(sizes, dtype, history_dtype, options.get("momentum", 0.0), offset=offset,
+                   device=device)
+    if isinstance(lr, torch.Tensor):
+        lr = lr.to(device)
     for k in range(steps):
         grads = state.grads()
         inf = None if grad_scale is None and not skip else torch.tensor(float(k in skip))
-        scale = None if grad_scale is None else torch.tensor(grad_scale)
+        inf = None if inf is None else inf.to(device)
+        scale = None if grad_scale is None else torch.tensor(grad_scale, device=device)
         native, reference = state.clone(), state.clone()
-        native.run(native_cpu, grads, lr, scale, inf, **options)
+        native.run(backend, grads, lr, scale, inf, **options)
         reference.run(torch_backend, grads, lr, scale, inf, **options)
         assert_step_parity(native, reference, state, f"step {k}")
         state = native
