@@ -275,3 +275,18 @@ def test_every_cpu_capability_copy(capability):
         env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_mutated_tensors_get_new_versions():
+    """Like torch's in-place ops: autograd notices a param stepped after it was saved."""
+    w = torch.nn.Parameter(torch.randn(5))
+    loss = (w * w).sum()  # saves w for backward
+    state = Bucket([5], torch.float32, torch.float32, momentum=0.9)
+    state.params = [w]
+    versions = [t._version for t in (w, state.history, state.momentum_buffer, state.step)]
+    with torch.no_grad():
+        state.run(native_cpu, [torch.ones(5)], momentum=0.9)
+    after = [t._version for t in (w, state.history, state.momentum_buffer, state.step)]
+    assert all(a > b for a, b in zip(after, versions)), (versions, after)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()

@@ -45,6 +45,22 @@ if _C is not None:
         # The op returns nothing; what it mutates is declared in its schema.
         return None
 
+    # Version counters: like torch's own in-place ops (and torch.library.custom_op), bump the
+    # version of everything the op mutates, so autograd still detects a parameter stepped after
+    # it was saved for backward. A C++ op gets no such kernel by default.
+    _library = torch.library.Library("tmsgd_kernels", "IMPL")
+    _after_inplace_or_view = torch._C._after_ADInplaceOrView_keyset
+
+    def _tmsgd_step_bump_versions(keyset, params, grads, history, momentum_buffer, step, *rest):
+        mutated = [*params, history, step]
+        if momentum_buffer is not None:
+            mutated.append(momentum_buffer)
+        torch.autograd.graph.increment_version(mutated)
+        return torch.ops.tmsgd_kernels.tmsgd_step.default.redispatch(
+            keyset & _after_inplace_or_view, params, grads, history, momentum_buffer, step, *rest)
+
+    _library.impl("tmsgd_step", _tmsgd_step_bump_versions, "ADInplaceOrView", with_keyset=True)
+
 
 def tmsgd_step(
     params: list[torch.Tensor],
