@@ -57,12 +57,12 @@ def test_training_loop_matches_and_keeps_views(backend):
     flat = TMSGD(flat_model.parameters(), backend=backend, flat_params=True, **OPTIONS)
     for k in range(12):
         for model, optimizer in ((plain_model, plain), (flat_model, flat)):
-            optimizer.zero_grad()
+            optimizer.zero_grad(set_to_none=False)
             loss_of(model, k).backward()
             optimizer.step()
         assert_same(plain, flat, list(plain_model.parameters()), list(flat_model.parameters()),
                     f"step {k}")
-        # zero_grad + backward accumulate into the views: nothing to repair in the normal loop.
+        # zero_grad(set_to_none=False) + backward accumulate into the views: nothing to repair.
         assert views_intact(flat), f"step {k}: views broken by the plain training loop"
     # The whole bucket is one range: the params and grads are views of one buffer each.
     (layout,) = layouts(flat)
@@ -76,10 +76,28 @@ def test_zero_grad_zeroes_the_buffer(backend):
     optimizer = TMSGD(model.parameters(), backend=backend, flat_params=True, **OPTIONS)
     loss_of(model, 0).backward()
     optimizer.step()
-    optimizer.zero_grad()  # set_to_none=True by default: flat buckets keep zeroed views instead
+    optimizer.zero_grad(set_to_none=False)
     (layout,) = layouts(optimizer)
     assert torch.count_nonzero(layout.flat_grad) == 0
     assert views_intact(optimizer)
+
+
+def test_zero_grad_set_to_none_skips_params_without_new_grads(backend):
+    """As in torch.optim: after zero_grad() (set_to_none=True) a param that gets no gradient is
+    not stepped, even though its history would move it."""
+    plain_model, flat_model = make_model(), make_model()
+    plain = TMSGD(plain_model.parameters(), backend=backend, **OPTIONS)
+    flat = TMSGD(flat_model.parameters(), backend=backend, flat_params=True, **OPTIONS)
+    for k in range(4):
+        for model, optimizer in ((plain_model, plain), (flat_model, flat)):
+            optimizer.zero_grad()
+            frozen = k == 3  # the first weight gets no gradient in the last step
+            model[0].weight.requires_grad_(not frozen)
+            loss_of(model, k).backward()
+            optimizer.step()
+        assert_same(plain, flat, list(plain_model.parameters()), list(flat_model.parameters()),
+                    f"step {k}")
+    assert flat_model[0].weight.grad is None
 
 
 BREAKS = {

@@ -111,9 +111,12 @@ def layouts(optimizer) -> list[FlatLayout]:
 
 
 def zero_grad(optimizer, set_to_none: bool, base_zero_grad) -> None:
-    """torch.optim's zero_grad for params outside flat buffers; zeroed views for the others."""
+    """torch.optim's zero_grad, except that set_to_none=False zeroes each flat grad buffer in one
+    op and keeps the grads as views. set_to_none=True sets grads to None as torch.optim does (a
+    param that then gets no gradient must be skipped, not stepped with zeros); the fresh grads
+    autograd allocates are copied into the buffer at the next step."""
     flat = layouts(optimizer)
-    if not flat:
+    if set_to_none or not flat:
         base_zero_grad(set_to_none)
         return
     held = [(p, p.grad) for layout in flat for p in layout.params]

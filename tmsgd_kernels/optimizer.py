@@ -165,8 +165,8 @@ class TMSGD(Optimizer):
             original.copy_(params[i])
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """As torch.optim's, except that flat_params buckets zero their grad buffer and keep the
-        grads as views into it (fresh grads would cost a copy at the next step)."""
+        """As torch.optim's; with flat_params, set_to_none=False keeps the grads as views into
+        the flat grad buffer (set_to_none=True costs a copy of the new grads at the next step)."""
         flat_params.zero_grad(self, set_to_none, super().zero_grad)
 
     def state_dict(self) -> dict:
