@@ -20,7 +20,7 @@ endif
 
 SOURCES := setup.py pyproject.toml requirements-test.txt $(wildcard csrc/*.cpp csrc/*.h csrc/*.cu csrc/*/*.cpp)
 
-.PHONY: setup run test lint experiments experiments-full clean
+.PHONY: setup run bench test lint experiments experiments-full clean
 
 setup: $(STAMP)
 
@@ -32,8 +32,13 @@ endif
 	MAX_JOBS=2 $(PY) -m pip install -q --no-build-isolation -e .
 	touch $@
 
+# The main job: one optimizer step, every CPU peer in one run (1M and 16M fp32 elements and
+# ResNet-50's 161 tensors); `make bench` measures every size from 64K to 64M.
 run: setup
-	$(PY) bench/bench_fallback.py
+	$(PY) bench/bench_step.py --quick
+
+bench: setup
+	$(PY) bench/bench_step.py
 
 test: setup
 	$(PY) -m pytest -q -p no:logging $(PYTEST_ARGS)
