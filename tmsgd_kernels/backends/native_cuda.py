@@ -25,26 +25,5 @@ def unavailable_reason(device: torch.device) -> str | None:
     return None
 
 
-def step_bucket(
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    history: torch.Tensor,
-    momentum_buffer: torch.Tensor | None,
-    step: torch.Tensor,
-    lr: float | torch.Tensor,
-    b1: float,
-    b2: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    maximize: bool,
-    switch_step: int,
-    grad_scale: torch.Tensor | None,
-    found_inf: torch.Tensor | None,
-) -> None:
-    if not params:
-        return
-    native_op.tmsgd_step(params, grads, history, momentum_buffer, step, lr, b1, b2, momentum,
-                         dampening, weight_decay, nesterov, maximize, switch_step, grad_scale,
-                         found_inf)
+# Both native backends call the same op; the dispatcher picks the CPU or CUDA kernel.
+step_bucket = native_op.tmsgd_step
