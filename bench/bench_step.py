@@ -36,6 +36,7 @@ from timing import machine  # noqa: E402
 
 from tmsgd_kernels import TMSGD, native_op  # noqa: E402
 from tmsgd_kernels.backends import torch_backend  # noqa: E402
+from tmsgd_kernels.step_options import StepOptions  # noqa: E402
 
 SIZES = [1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 24, 1 << 26]
 QUICK_SIZES = [1 << 20, 1 << 24]
@@ -90,8 +91,7 @@ def peers(shapes) -> dict[str, tuple[callable, str]]:
     step = torch.zeros((), dtype=torch.int64)
     compiled = torch.compile(torch_backend.step_bucket, fullgraph=True)
     out["compile[torch]"] = (
-        lambda: compiled(params, grads, history, None, step, LR, B1, B2, 0.0, 0.0, 0.0, False,
-                         False, 0, None, None),
+        lambda: compiled(params, grads, history, None, step, StepOptions(LR, B1, B2)),
         "tmsgd",
     )
     out["sgd[foreach]"] = (

@@ -18,6 +18,7 @@ import torch
 
 from tmsgd_kernels import native_op
 from tmsgd_kernels.backends import native_cpu, torch_backend
+from tmsgd_kernels.step_options import StepOptions
 
 pytestmark = pytest.mark.skipif(
     native_cpu.unavailable_reason(torch.device("cpu")) is not None,
@@ -74,12 +75,8 @@ class Bucket:
         return twin
 
     def run(self, backend, grads, lr=0.05, grad_scale=None, found_inf=None, **options) -> None:
-        backend.step_bucket(
-            self.params, grads, self.history, self.momentum_buffer, self.step, lr, B1, B2,
-            options.get("momentum", 0.0), options.get("dampening", 0.0),
-            options.get("weight_decay", 0.0), options.get("nesterov", False),
-            options.get("maximize", False), options.get("switch_step", 0), grad_scale, found_inf,
-        )
+        backend.step_bucket(self.params, grads, self.history, self.momentum_buffer, self.step,
+                            StepOptions(lr, B1, B2, **options), grad_scale, found_inf)
 
 
 def _max(t: torch.Tensor) -> float:
@@ -190,10 +187,12 @@ def test_first_step_skipped_by_found_inf():
     run_lockstep(ODD_SIZES, torch.float32, torch.float32, dict(momentum=0.9), skip=(0, 3))
 
 
+PLAIN = StepOptions(lr=0.1)
+
+
 def test_empty_bucket_is_not_a_step():
     step = torch.zeros((), dtype=torch.int64)
-    native_op.tmsgd_step([], [], torch.zeros(2, 0), None, step, 0.1, 0.5, -0.5, 0.0, 0.0, 0.0,
-                         False, False, 0, None, None)
+    native_op.tmsgd_step([], [], torch.zeros(2, 0), None, step, PLAIN)
     assert int(step) == 0
 
 
@@ -201,14 +200,13 @@ def test_bad_arguments_raise_before_any_change():
     w = torch.zeros(4)
     step = torch.zeros((), dtype=torch.int64)
     with pytest.raises(RuntimeError, match="history must have shape"):
-        native_op.tmsgd_step([w], [torch.ones(4)], torch.zeros(2, 3), None, step, 0.1, 0.5, -0.5,
-                             0.0, 0.0, 0.0, False, False, 0, None, None)
+        native_op.tmsgd_step([w], [torch.ones(4)], torch.zeros(2, 3), None, step, PLAIN)
     with pytest.raises(RuntimeError, match="momentum_buffer"):
-        native_op.tmsgd_step([w], [torch.ones(4)], torch.zeros(2, 4), None, step, 0.1, 0.5, -0.5,
-                             0.9, 0.0, 0.0, False, False, 0, None, None)
+        native_op.tmsgd_step([w], [torch.ones(4)], torch.zeros(2, 4), None, step,
+                             StepOptions(0.1, momentum=0.9))
     with pytest.raises(RuntimeError, match="dtype"):
         native_op.tmsgd_step([w], [torch.ones(4, dtype=torch.float64)], torch.zeros(2, 4), None,
-                             step, 0.1, 0.5, -0.5, 0.0, 0.0, 0.0, False, False, 0, None, None)
+                             step, PLAIN)
     assert torch.equal(w, torch.zeros(4)) and int(step) == 0
 
 

@@ -12,6 +12,7 @@ import torch
 from test_native_cpu import DTYPES, ODD_SIZES, OPTIONS, Bucket, history_dtypes, run_lockstep
 
 from tmsgd_kernels.backends import native_cuda
+from tmsgd_kernels.step_options import StepOptions
 
 REASON = native_cuda.unavailable_reason(torch.device("cuda"))
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"cuda backend: {REASON}")
@@ -95,8 +96,7 @@ def test_64_bit_indexing():
     g = torch.full((numel,), 0.5, dtype=torch.bfloat16, device=CUDA)
     history = torch.zeros(2, numel, dtype=torch.bfloat16, device=CUDA)
     step = torch.zeros((), dtype=torch.int64, device=CUDA)
-    native_cuda.step_bucket([w], [g], history, None, step, 0.5, 0.5, -0.5, 0.0, 0.0, 0.0, False,
-                            False, 0, None, None)
+    native_cuda.step_bucket([w], [g], history, None, step, StepOptions(lr=0.5, b1=0.5, b2=-0.5))
     # First step, zero history: d_new = -lr * g = -0.25 everywhere, W = 0.75 (exact in bf16).
     for piece in (w[:4099], w[(1 << 31) - 5 :], w[-4099:]):
         assert torch.all(piece == 0.75)

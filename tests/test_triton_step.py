@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tmsgd_kernels.backends import torch_backend, triton_backend, unavailable_reason
+from tmsgd_kernels.step_options import StepOptions
 
 
 def _devices() -> list:
@@ -62,8 +63,9 @@ class Bucket:
         return other
 
     def run(self, backend, grads, options) -> None:
+        scalars = {k: v for k, v in options.items() if k not in ("grad_scale", "found_inf")}
         backend.step_bucket(self.params, grads, self.history, self.momentum_buffer, self.step,
-                            **options)
+                            StepOptions(**scalars), options["grad_scale"], options["found_inf"])
 
 
 def defaults(**overrides) -> dict:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tmsgd_kernels.backends import torch_backend, triton_backend, unavailable_reason
+from tmsgd_kernels.step_options import StepOptions
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 pytestmark = pytest.mark.skipif(
@@ -15,8 +16,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 SIZES = [5, 300, 1]
-OPTIONS = dict(lr=0.05, b1=0.5, b2=-0.5, momentum=0.0, dampening=0.0, weight_decay=0.0,
-               nesterov=False, maximize=False, switch_step=0, grad_scale=None, found_inf=None)
+OPTIONS = StepOptions(lr=0.05, b1=0.5, b2=-0.5)
 
 
 def stats() -> dict[str, int]:
@@ -36,8 +36,8 @@ def grads_for(params, seed):
 
 
 def step_both(params, reference, grads, state, reference_state) -> None:
-    triton_backend.step_bucket(params, grads, *state, **OPTIONS)
-    torch_backend.step_bucket(reference, [g.clone() for g in grads], *reference_state, **OPTIONS)
+    triton_backend.step_bucket(params, grads, *state, OPTIONS)
+    torch_backend.step_bucket(reference, [g.clone() for g in grads], *reference_state, OPTIONS)
     for a, b in zip(params, reference):
         torch.testing.assert_close(a, b, rtol=4e-7, atol=4e-7)
 

@@ -7,6 +7,7 @@ import torch
 from . import backends
 from .buckets import allocate_state, real_view
 from .coefficients import PAPER_COEFFICIENTS, delta_coefficients
+from .step_options import StepOptions
 from .validation import validate_hyperparameters
 
 
@@ -64,7 +65,9 @@ def tmsgd(
     if step.dim() != 0 or step.dtype != torch.int64 or step.device != device:
         raise ValueError("step must be an int64 0-dim tensor on the params' device")
     b1, b2 = delta_coefficients(coefficients)
+    options = StepOptions(lr, b1, b2, momentum, dampening, weight_decay, nesterov, maximize,
+                          switch_step)
     backends.resolve(backend, device).step_bucket(
-        reals, [g.contiguous() for g in real_grads], history, momentum_buffer, step, lr, b1, b2,
-        momentum, dampening, weight_decay, nesterov, maximize, switch_step, grad_scale, found_inf,
+        reals, [g.contiguous() for g in real_grads], history, momentum_buffer, step, options,
+        grad_scale, found_inf,
     )

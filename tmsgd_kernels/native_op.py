@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .step_options import StepOptions
+
 OP_NAME = "tmsgd_kernels::tmsgd_step"
 BUILD_HINT = (
     "build it with `pip install --no-build-isolation -e .` (or `python setup.py build_ext "
@@ -68,23 +70,10 @@ def tmsgd_step(
     history: torch.Tensor,
     momentum_buffer: torch.Tensor | None,
     step: torch.Tensor,
-    lr: float | torch.Tensor,
-    b1: float,
-    b2: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    maximize: bool,
-    switch_step: int,
-    grad_scale: torch.Tensor | None,
-    found_inf: torch.Tensor | None,
+    options: StepOptions,
+    grad_scale: torch.Tensor | None = None,
+    found_inf: torch.Tensor | None = None,
 ) -> None:
-    """Call the op with the kernel contract's arguments (lr: a float or a 0-dim tensor)."""
-    lr_tensor = lr if isinstance(lr, torch.Tensor) else None
-    lr_float = 0.0 if lr_tensor is not None else float(lr)
-    torch.ops.tmsgd_kernels.tmsgd_step(
-        params, grads, history, momentum_buffer, step, lr_float, lr_tensor, float(b1), float(b2),
-        float(momentum), float(dampening), float(weight_decay), bool(nesterov), bool(maximize),
-        int(switch_step), grad_scale, found_inf,
-    )
+    """Call the op with the kernel contract's arguments."""
+    torch.ops.tmsgd_kernels.tmsgd_step(params, grads, history, momentum_buffer, step,
+                                       *options.op_arguments(), grad_scale, found_inf)

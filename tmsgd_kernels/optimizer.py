@@ -10,8 +10,9 @@ from torch.optim import Optimizer
 
 from . import backends, flat_params
 from .buckets import build_buckets, real_view
-from .coefficients import PAPER_COEFFICIENTS, delta_coefficients
+from .coefficients import PAPER_COEFFICIENTS
 from .state_format import canonical_state, check_state_dict_fits, internal_state
+from .step_options import StepOptions
 from .validation import validate_gradient, validate_hyperparameters
 
 
@@ -142,22 +143,13 @@ class TMSGD(Optimizer):
         lr = group["lr"]
         if isinstance(lr, torch.Tensor):
             lr = lr.to(device)
-        b1, b2 = delta_coefficients(group["coefficients"])
         bucket.backend.step_bucket(
             params,
             grads,
             bucket.history,
             bucket.momentum_buffer,
             bucket.step,
-            lr,
-            b1,
-            b2,
-            group["momentum"],
-            group["dampening"],
-            group["weight_decay"],
-            group["nesterov"],
-            group["maximize"],
-            group["switch_step"],
+            StepOptions.from_group(group, lr),
             None if grad_scale is None else grad_scale.to(device),
             None if found_inf is None else found_inf.to(device),
         )

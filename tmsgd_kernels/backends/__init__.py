@@ -2,8 +2,8 @@
 
 Every backend provides the same bucket step (the kernel contract of DESIGN.md section 3):
 
-    step_bucket(params, grads, history, momentum_buffer, step, lr, b1, b2, momentum, dampening,
-                weight_decay, nesterov, maximize, switch_step, grad_scale, found_inf) -> None
+    step_bucket(params, grads, history, momentum_buffer, step, options, grad_scale=None,
+                found_inf=None) -> None
 
 - params: list of contiguous tensors of one dtype on one device, updated in place (fp64, fp32,
   fp16, bf16; complex params arrive as their real views).
@@ -13,7 +13,9 @@ Every backend provides the same bucket step (the kernel contract of DESIGN.md se
   slot s % 2 holds d2 and slot (s + 1) % 2 holds d1; the step writes d_new over slot s % 2.
 - momentum_buffer: [N] tensor in the params' dtype, or None when momentum == 0.
 - step: int64 0-dim tensor on the params' device: the count of completed steps; incremented.
-- lr: float, or a 0-dim tensor on the params' device.
+- options: a StepOptions (tmsgd_kernels/step_options.py): lr (a float, or a 0-dim tensor on the
+  params' device), the delta-form b1 and b2, momentum, dampening, weight_decay, nesterov,
+  maximize, switch_step.
 - grad_scale: None or a 0-dim float tensor; grads are divided by it.
 - found_inf: None or a 0-dim float tensor; when non-zero, nothing at all is changed.
 Math runs in fp32 for fp16/bf16/fp32 params and in fp64 for fp64 params.

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from ..step_options import StepOptions
+
 name = "torch"
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -38,27 +40,21 @@ def step_bucket(
     history: torch.Tensor,
     momentum_buffer: torch.Tensor | None,
     step: torch.Tensor,
-    lr: float | torch.Tensor,
-    b1: float,
-    b2: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    maximize: bool,
-    switch_step: int,
-    grad_scale: torch.Tensor | None,
-    found_inf: torch.Tensor | None,
+    options: StepOptions,
+    grad_scale: torch.Tensor | None = None,
+    found_inf: torch.Tensor | None = None,
 ) -> None:
     if not params:
         return
+    lr, b1, b2 = options.lr, options.b1, options.b2
+    momentum, dampening, nesterov = options.momentum, options.dampening, options.nesterov
     opmath = _opmath_dtype(params[0].dtype)
     numel = sum(p.numel() for p in params)
     device = params[0].device
 
     # Step-dependent scalars, on the device. Slot `parity` holds d2 and receives d_new.
     parity = step % 2
-    multistep = step >= switch_step
+    multistep = step >= options.switch_step
 
     def scalar(value: float) -> torch.Tensor:
         return torch.full((), value, dtype=opmath, device=device)
@@ -71,11 +67,11 @@ def step_bucket(
     grads = _as_opmath(grads, opmath)
     if grad_scale is not None:
         grads = torch._foreach_div(grads, grad_scale.to(opmath))
-    if maximize:
+    if options.maximize:
         grads = torch._foreach_neg(grads)
     weights = _as_opmath(params, opmath)
-    if weight_decay != 0:
-        grads = torch._foreach_add(grads, weights, alpha=weight_decay)
+    if options.weight_decay != 0:
+        grads = torch._foreach_add(grads, weights, alpha=options.weight_decay)
 
     direction = grads
     if momentum != 0:

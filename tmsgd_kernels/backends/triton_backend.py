@@ -13,6 +13,8 @@ import sys
 
 import torch
 
+from ..step_options import StepOptions
+
 name = "triton"
 
 _INSTALL = (
@@ -67,22 +69,9 @@ def step_bucket(
     history: torch.Tensor,
     momentum_buffer: torch.Tensor | None,
     step: torch.Tensor,
-    lr: float | torch.Tensor,
-    b1: float,
-    b2: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    maximize: bool,
-    switch_step: int,
-    grad_scale: torch.Tensor | None,
-    found_inf: torch.Tensor | None,
+    options: StepOptions,
+    grad_scale: torch.Tensor | None = None,
+    found_inf: torch.Tensor | None = None,
 ) -> None:
-    lr_tensor = lr if isinstance(lr, torch.Tensor) else None
-    lr_value = 0.0 if lr_tensor is not None else float(lr)
-    _op()(
-        params, grads, history, momentum_buffer, step, lr_value, lr_tensor, float(b1), float(b2),
-        float(momentum), float(dampening), float(weight_decay), bool(nesterov), bool(maximize),
-        int(switch_step), grad_scale, found_inf,
-    )
+    _op()(params, grads, history, momentum_buffer, step, *options.op_arguments(), grad_scale,
+          found_inf)

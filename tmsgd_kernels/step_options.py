@@ -1,0 +1,41 @@
+"""The scalars of one bucket step, as every backend receives them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .coefficients import delta_coefficients
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """Learning rate (a float or a 0-dim tensor on the params' device), the delta-form
+    coefficients b1 and b2, and SGD's direction options."""
+
+    lr: float | torch.Tensor
+    b1: float = 0.5
+    b2: float = -0.5
+    momentum: float = 0.0
+    dampening: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    maximize: bool = False
+    switch_step: int = 0
+
+    @classmethod
+    def from_group(cls, group: dict, lr: float | torch.Tensor) -> StepOptions:
+        """From a param group's hyperparameters (paper coefficients a0, a1, a2)."""
+        b1, b2 = delta_coefficients(group["coefficients"])
+        return cls(lr, b1, b2, group["momentum"], group["dampening"], group["weight_decay"],
+                   group["nesterov"], group["maximize"], group["switch_step"])
+
+    def op_arguments(self) -> tuple:
+        """The scalars in the custom ops' schema order: (lr, lr_tensor, b1, b2, momentum,
+        dampening, weight_decay, nesterov, maximize, switch_step)."""
+        lr_tensor = self.lr if isinstance(self.lr, torch.Tensor) else None
+        lr_value = 0.0 if lr_tensor is not None else float(self.lr)
+        return (lr_value, lr_tensor, float(self.b1), float(self.b2), float(self.momentum),
+                float(self.dampening), float(self.weight_decay), bool(self.nesterov),
+                bool(self.maximize), int(self.switch_step))
