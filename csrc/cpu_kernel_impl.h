@@ -94,16 +94,7 @@ void step_span(P* w, const P* g, H* d2, const H* d1, P* buf, int64_t n, const St
     }
   }
   for (; i < n; ++i) {
-    T wi = static_cast<T>(w[i]);
-    T mi = kMomentum ? static_cast<T>(buf[i]) : T(0);
-    const T a = s.multistep ? static_cast<T>(d1[i]) : T(0);
-    const T b = s.multistep ? static_cast<T>(d2[i]) : T(0);
-    const T d_new = tmsgd_update<kMomentum>(wi, static_cast<T>(g[i]), a, b, mi, s);
-    w[i] = static_cast<P>(wi);
-    d2[i] = static_cast<H>(d_new);
-    if constexpr (kMomentum) {
-      buf[i] = static_cast<P>(mi);
-    }
+    step_element<kMomentum>(w, g, d2, d1, buf, i, s);
   }
 }
 

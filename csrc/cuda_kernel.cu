@@ -34,21 +34,6 @@ __device__ inline bool aligned(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % alignof(Pack<T, N>) == 0;
 }
 
-template <typename P, typename H, bool kMomentum, typename T>
-__device__ inline void step_element(P* w, const P* g, H* d2, const H* d1, P* buf, int64_t i,
-                                    const StepScalars<T>& s) {
-  T wi = static_cast<T>(w[i]);
-  T mi = kMomentum ? static_cast<T>(buf[i]) : T(0);
-  const T a = s.multistep ? static_cast<T>(d1[i]) : T(0);
-  const T b = s.multistep ? static_cast<T>(d2[i]) : T(0);
-  const T d_new = tmsgd_update<kMomentum>(wi, static_cast<T>(g[i]), a, b, mi, s);
-  w[i] = static_cast<P>(wi);
-  d2[i] = static_cast<H>(d_new);
-  if constexpr (kMomentum) {
-    buf[i] = static_cast<P>(mi);
-  }
-}
-
 // Steps the n elements of one chunk (its pointers already offset to the chunk's start).
 template <typename P, typename H, bool kMomentum, typename T>
 __device__ inline void step_chunk(P* w, const P* g, H* d2, const H* d1, P* buf, int64_t n,
@@ -60,7 +45,7 @@ __device__ inline void step_chunk(P* w, const P* g, H* d2, const H* d1, P* buf, 
     for (int64_t i = int64_t(threadIdx.x) * kVec; i < n; i += int64_t(kThreads) * kVec) {
       if (i + kVec > n) {  // the ragged end of the last chunk
         for (int64_t j = i; j < n; ++j) {
-          step_element<P, H, kMomentum>(w, g, d2, d1, buf, j, s);
+          step_element<kMomentum>(w, g, d2, d1, buf, j, s);
         }
         break;
       }
@@ -96,7 +81,7 @@ __device__ inline void step_chunk(P* w, const P* g, H* d2, const H* d1, P* buf, 
     }
   } else {
     for (int64_t i = threadIdx.x; i < n; i += kThreads) {
-      step_element<P, H, kMomentum>(w, g, d2, d1, buf, i, s);
+      step_element<kMomentum>(w, g, d2, d1, buf, i, s);
     }
   }
 }

@@ -83,4 +83,21 @@ C10_HOST_DEVICE inline V tmsgd_update(V& w, V g, V d1, V d2, V& buf, const StepS
   return d_new;
 }
 
+// One element through memory: widen what is stored to T, update, narrow and store (d_new over
+// d2). The CPU kernel's scalar tail and the CUDA kernel's scalar path both run this.
+template <bool kMomentum, typename P, typename H, typename T>
+C10_HOST_DEVICE inline void step_element(P* w, const P* g, H* d2, const H* d1, P* buf, int64_t i,
+                                         const StepScalars<T>& s) {
+  T wi = static_cast<T>(w[i]);
+  T mi = kMomentum ? static_cast<T>(buf[i]) : T(0);
+  const T a = s.multistep ? static_cast<T>(d1[i]) : T(0);
+  const T b = s.multistep ? static_cast<T>(d2[i]) : T(0);
+  const T d_new = tmsgd_update<kMomentum>(wi, static_cast<T>(g[i]), a, b, mi, s);
+  w[i] = static_cast<P>(wi);
+  d2[i] = static_cast<H>(d_new);
+  if constexpr (kMomentum) {
+    buf[i] = static_cast<P>(mi);
+  }
+}
+
 }  // namespace tmsgd
