@@ -43,6 +43,7 @@ class Bucket:
     momentum_buffer: torch.Tensor | None
     step: torch.Tensor
     backend: object
+    flat: object | None = None  # a flat_params.FlatLayout when the group has flat_params=True
 
 
 def build_buckets(params: list[torch.Tensor], state, group: dict, backends: dict) -> list[Bucket]:

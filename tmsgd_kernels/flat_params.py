@@ -106,7 +106,7 @@ def layouts(optimizer) -> list[FlatLayout]:
     """The flat layouts of the optimizer's current buckets."""
     found = []
     for _, buckets in optimizer._layouts.values():
-        found.extend(b.flat for b in buckets if getattr(b, "flat", None) is not None)
+        found.extend(b.flat for b in buckets if b.flat is not None)
     return found
 
 

@@ -129,7 +129,7 @@ class TMSGD(Optimizer):
 
     def _step_bucket(self, group: dict, bucket, grad_scale, found_inf) -> None:
         device = bucket.step.device
-        if getattr(bucket, "flat", None) is not None:  # flat_params: one range, views repaired
+        if bucket.flat is not None:  # flat_params: one range, views repaired
             params, grads = bucket.flat.kernel_tensors()
             copied, originals = [], []
         else:
