@@ -91,3 +91,20 @@ def train_supervised(task: SupervisedTask, spec: RunSpec) -> dict[str, Any]:
             running, count = 0.0, 0
     final = None if diverged else curves["eval_metric"][-1]
     return {"curves": curves, "final_metric": final, "diverged": diverged}
+
+
+class TrainedSupervised:
+    """Base of the supervised tasks: they all run through train_supervised."""
+
+    def run(self, spec: RunSpec) -> dict[str, Any]:
+        return train_supervised(self, spec)
+
+
+class Classification(TrainedSupervised):
+    """Base of the classification tasks: cross-entropy loss, accuracy in percent."""
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(out, y)
+
+    def metric(self, out: torch.Tensor, y: torch.Tensor) -> float:
+        return 100.0 * float((out.argmax(1) == y).float().mean())

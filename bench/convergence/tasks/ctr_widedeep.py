@@ -8,14 +8,12 @@ rate near 20%; labels are Bernoulli draws. Metric: test AUC.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..spec import RunSpec
-from ..train_loop import SupervisedData, train_supervised
+from ..train_loop import SupervisedData, TrainedSupervised
 from ._split import split
 
 CARDINALITIES = (5, 10, 20, 50, 100, 8, 12, 30, 40, 3)
@@ -68,7 +66,7 @@ class WideAndDeep(nn.Module):
         return wide + deep
 
 
-class CTRWideDeep:
+class CTRWideDeep(TrainedSupervised):
     name = "ctr_widedeep"
     category = "CTR prediction (paper: Avazu, Wide&Deep)"
     metric_name = "test AUC (%)"
@@ -90,9 +88,6 @@ class CTRWideDeep:
         from sklearn.metrics import roc_auc_score
 
         return 100.0 * float(roc_auc_score(y.numpy(), out.numpy()))
-
-    def run(self, spec: RunSpec) -> dict[str, Any]:
-        return train_supervised(self, spec)
 
 
 TASK = CTRWideDeep()

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
-from ..spec import RunSpec
-from ..train_loop import SupervisedData, train_supervised
+from ..train_loop import Classification, SupervisedData
 from ._split import split
 
 
@@ -23,7 +20,7 @@ def _data() -> SupervisedData:
     return split(x, digits.target.astype(np.int64))
 
 
-class DigitsCNN:
+class DigitsCNN(Classification):
     name = "digits_cnn"
     category = "Image classification (paper: CIFAR-10/100, VGG & ResNet)"
     metric_name = "test accuracy (%)"
@@ -47,15 +44,6 @@ class DigitsCNN:
             nn.ReLU(),
             nn.Linear(64, 10),
         )
-
-    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(out, y)
-
-    def metric(self, out: torch.Tensor, y: torch.Tensor) -> float:
-        return 100.0 * float((out.argmax(1) == y).float().mean())
-
-    def run(self, spec: RunSpec) -> dict[str, Any]:
-        return train_supervised(self, spec)
 
 
 TASK = DigitsCNN()

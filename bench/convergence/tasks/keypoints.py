@@ -9,14 +9,12 @@ facial keypoint task.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..spec import RunSpec
-from ..train_loop import SupervisedData, train_supervised
+from ..train_loop import SupervisedData, TrainedSupervised
 from ._split import split
 
 SIZE = 16
@@ -55,7 +53,7 @@ def _data() -> SupervisedData:
     return split(*render(N_IMAGES))
 
 
-class Keypoints:
+class Keypoints(TrainedSupervised):
     name = "keypoints"
     category = "Facial keypoint regression (paper: YouTube Faces, PreActResNet34)"
     metric_name = "test MSE (x100)"
@@ -86,9 +84,6 @@ class Keypoints:
 
     def metric(self, out: torch.Tensor, y: torch.Tensor) -> float:
         return 100.0 * float(nn.functional.mse_loss(out, y))
-
-    def run(self, spec: RunSpec) -> dict[str, Any]:
-        return train_supervised(self, spec)
 
 
 TASK = Keypoints()

@@ -9,14 +9,12 @@ text. The model reads the sequence with an LSTM and classifies from the last hid
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..spec import RunSpec
-from ..train_loop import SupervisedData, train_supervised
+from ..train_loop import Classification, SupervisedData
 from ._split import split
 
 N_CLASSES, VOCAB, LENGTH, KEYWORDS, P_KEYWORD = 8, 64, 24, 4, 0.2
@@ -52,7 +50,7 @@ class LSTMClassifier(nn.Module):
         return self.head(h[-1])
 
 
-class LSTMSeq:
+class LSTMSeq(Classification):
     name = "lstm_seq"
     category = "Text classification (paper: R8, LSTM)"
     metric_name = "test accuracy (%)"
@@ -66,15 +64,6 @@ class LSTMSeq:
 
     def model(self) -> nn.Module:
         return LSTMClassifier()
-
-    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(out, y)
-
-    def metric(self, out: torch.Tensor, y: torch.Tensor) -> float:
-        return 100.0 * float((out.argmax(1) == y).float().mean())
-
-    def run(self, spec: RunSpec) -> dict[str, Any]:
-        return train_supervised(self, spec)
 
 
 TASK = LSTMSeq()
