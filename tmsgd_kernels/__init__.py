@@ -1,6 +1,6 @@
 """tmsgd-kernels: TM-SGD (Taylor multi-step SGD) as a fused PyTorch optimizer."""
 
-from . import functional
+from . import functional, ops
 from .backends import available_backends
 from .coefficients import PAPER_COEFFICIENTS
 from .optimizer import TMSGD

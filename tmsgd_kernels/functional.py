@@ -1,29 +1,43 @@
-"""Functional TM-SGD for users who keep their own state (one bucket: same device and dtype)."""
+"""Functional TM-SGD for users who keep their own state: the kernel contract of
+tmsgd_kernels/ops.py behind the same checks the optimizer makes."""
 
 from __future__ import annotations
 
 import torch
 
 from . import backends
-from .buckets import allocate_state, real_view
 from .coefficients import PAPER_COEFFICIENTS, delta_coefficients
-from .step_options import StepOptions
+from .overlap import check_no_overlap
+from .param_state import real_view
+from .step_scalars import StepScalars
 from .validation import validate_hyperparameters
 
 
 def init_state(
-    params: list[torch.Tensor], momentum: float = 0.0, history_dtype: torch.dtype | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Zero state for `params`: (history [2, N], momentum_buffer [N] or None, step)."""
-    return allocate_state(params, momentum, history_dtype)
+    params: list[torch.Tensor],
+    momentum: float = 0.0,
+    history_dtype: torch.dtype | None = None,
+    capturable: bool = False,
+) -> dict[str, list[torch.Tensor]]:
+    """Zero state for `params`, as lists: delta_even, delta_odd, momentum_buffers (empty when
+    momentum == 0) and steps (CPU counts, or on each param's device with capturable=True)."""
+    reals = [real_view(p) for p in params]
+    return {
+        "delta_even": [torch.zeros_like(r, dtype=history_dtype or r.dtype) for r in reals],
+        "delta_odd": [torch.zeros_like(r, dtype=history_dtype or r.dtype) for r in reals],
+        "momentum_buffers": [torch.zeros_like(r) for r in reals] if momentum != 0 else [],
+        "steps": [torch.zeros((), dtype=torch.int64,
+                              device=r.device if capturable else "cpu") for r in reals],
+    }
 
 
 def tmsgd(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
-    history: torch.Tensor,
-    momentum_buffer: torch.Tensor | None,
-    step: torch.Tensor,
+    delta_even: list[torch.Tensor],
+    delta_odd: list[torch.Tensor],
+    momentum_buffers: list[torch.Tensor],
+    steps: list[torch.Tensor],
     *,
     lr: float | torch.Tensor,
     momentum: float = 0.0,
@@ -37,37 +51,27 @@ def tmsgd(
     found_inf: torch.Tensor | None = None,
     backend: str = "auto",
 ) -> None:
-    """One TM-SGD step over `params` in place, with state from `init_state` (updated in place)."""
+    """One TM-SGD step over `params` (one device and dtype) in place, with state from
+    `init_state` (updated in place)."""
+    history = delta_even[0].dtype if delta_even else None
     validate_hyperparameters(
         dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
              nesterov=nesterov, maximize=maximize, coefficients=coefficients,
-             switch_step=switch_step, history_dtype=history.dtype, backend=backend,
-             flat_params=False, capturable=False)
+             switch_step=switch_step, history_dtype=history, backend=backend,
+             capturable=False)
     )
-    reals = [real_view(p) for p in params]
-    real_grads = [real_view(g) for g in grads]
-    if not reals:
+    if not params:
         return
-    device, dtype = reals[0].device, reals[0].dtype
-    if any(r.device != device or r.dtype != dtype for r in reals + real_grads):
-        raise ValueError("params and grads must share one device and dtype")
-    if any(r.shape != g.shape for r, g in zip(reals, real_grads)) or len(reals) != len(grads):
-        raise ValueError("grads must match params one to one in shape")
-    if any(not r.is_contiguous() for r in reals):
-        raise ValueError("params must be contiguous")
-    total = sum(r.numel() for r in reals)
-    if history.dim() != 2 or history.shape[0] != 2 or history.shape[1] < total:
-        raise ValueError(f"history must have shape [2, >= {total}], got {tuple(history.shape)}")
-    if (momentum != 0) != (momentum_buffer is not None):
-        raise ValueError("momentum_buffer must be given exactly when momentum != 0")
-    if momentum_buffer is not None and momentum_buffer.numel() < total:
-        raise ValueError(f"momentum_buffer needs >= {total} elements")
-    if step.dim() != 0 or step.dtype != torch.int64 or step.device != device:
-        raise ValueError("step must be an int64 0-dim tensor on the params' device")
+    if len({len(params), len(grads), len(delta_even), len(delta_odd), len(steps)}) != 1:
+        raise ValueError("params, grads, delta_even, delta_odd and steps must have one length")
+    if len(momentum_buffers) != (len(params) if momentum != 0 else 0):
+        raise ValueError("momentum_buffers needs one tensor per param when momentum != 0 "
+                         "(init_state(..., momentum=...)) and must be empty otherwise")
+    check_no_overlap(params)
+    reals = [real_view(p) for p in params]
     b1, b2 = delta_coefficients(coefficients)
-    options = StepOptions(lr, b1, b2, momentum, dampening, weight_decay, nesterov, maximize,
+    scalars = StepScalars(lr, b1, b2, momentum, dampening, weight_decay, nesterov, maximize,
                           switch_step)
-    backends.resolve(backend, device).step_bucket(
-        reals, [g.contiguous() for g in real_grads], history, momentum_buffer, step, options,
-        grad_scale, found_inf,
-    )
+    backends.resolve(backend, reals[0].device).step(
+        reals, [real_view(g) for g in grads], delta_even, delta_odd, momentum_buffers, steps,
+        scalars, grad_scale, found_inf)

@@ -1,28 +1,35 @@
-"""TMSGD: the torch.optim.Optimizer front end. It validates, buckets params, and hands each
-bucket to one backend call; the math lives in the backends."""
+"""TMSGD: the torch.optim.Optimizer front end. It validates, keeps the per-param state of
+docs/DESIGN.md section 3, and hands each run of tensors to one backend call; the math lives in
+the backends."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 import torch
 from torch.optim import Optimizer
 
-from . import backends, flat_params
-from .buckets import build_buckets, real_view
+from . import backends, step_plan
 from .coefficients import PAPER_COEFFICIENTS
-from .state_format import canonical_state, check_state_dict_fits, internal_state
-from .step_options import StepOptions
-from .validation import validate_gradient, validate_hyperparameters
+from .overlap import check_no_overlap
+from .param_state import real_view
+from .state_format import prepare_load
+from .step_scalars import StepScalars
+from .validation import validate_hyperparameters
 
 
 class TMSGD(Optimizer):
     """Taylor multi-step SGD (Ma et al.): W[k+1] = a0 W[k] + a1 W[k-1] + a2 W[k-2] - lr u[k],
     computed in delta form, with SGD's momentum, dampening, weight decay, nesterov and maximize
-    defining the direction u, and `switch_step` plain-SGD warm-up steps first."""
+    defining the direction u, and `switch_step` plain-SGD warm-up steps first.
 
-    # GradScaler passes grad_scale and found_inf instead of unscaling and skipping itself.
-    _step_supports_amp_scaling = True
+    With `capturable=True` the step counts live on the params' device, the kernels read them
+    there (a step can be captured in a CUDA graph), and the kernels also unscale gradients and
+    skip a step with an inf/nan themselves when GradScaler drives the step
+    (`_step_supports_amp_scaling`); with the default `capturable=False` GradScaler unscales and
+    skips as it does for torch.optim.SGD, so clipping after `scaler.unscale_` works as usual.
+    """
 
     def __init__(
         self,
@@ -36,7 +43,6 @@ class TMSGD(Optimizer):
         coefficients: tuple[float, float, float] = PAPER_COEFFICIENTS,
         switch_step: int = 0,
         backend: str = "auto",
-        flat_params: bool = False,
         history_dtype: torch.dtype | None = None,
         capturable: bool = False,
     ) -> None:
@@ -50,15 +56,17 @@ class TMSGD(Optimizer):
             coefficients=coefficients,
             switch_step=switch_step,
             backend=backend,
-            flat_params=flat_params,
             history_dtype=history_dtype,
             capturable=capturable,
         )
         validate_hyperparameters(defaults)
-        self._layouts: dict[int, tuple[list[torch.Tensor], list]] = {}
-        # Backends resolved ahead of the step, so a compiled step never traces the registry.
-        self._backends: dict[tuple[str, torch.device], object] = {}
+        defaults["coefficients"] = tuple(float(c) for c in coefficients)
+        self._plans: dict[int, step_plan.GroupPlan] = {}
         super().__init__(params, defaults)
+        # As torch's fused optimizers: GradScaler hands over grad_scale and found_inf instead of
+        # unscaling the grads itself (saves a read and a write of every gradient) only where
+        # the kernels do it; see the class docstring.
+        self._step_supports_amp_scaling = bool(capturable)
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -66,7 +74,7 @@ class TMSGD(Optimizer):
         try:
             validate_hyperparameters(group)
             for device in {p.device for p in group["params"]}:
-                self._backend(group["backend"], device)
+                backends.resolve(group["backend"], device)
         except Exception:
             self.param_groups.pop()
             raise
@@ -74,30 +82,63 @@ class TMSGD(Optimizer):
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
-        self._layouts = {}
-        self._backends = {}
+        self._plans = {}
+        for group in self.param_groups:  # checkpoints from before a group key existed
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
 
-    def _backend(self, name: str, device: torch.device):
-        key = (name, device)
-        if key not in self._backends:
-            self._backends[key] = backends.resolve(name, device)
-        return self._backends[key]
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_plans", None)
+        return state
 
-    def _layout(self, index: int, group: dict, params: list[torch.Tensor]) -> list:
-        """The buckets of group `index` for this set of params, rebuilt when the set changes."""
-        cached = self._layouts.get(index)
-        if cached is not None:
-            cached_params, buckets = cached
-            if len(cached_params) == len(params) and all(
-                a is b for a, b in zip(cached_params, params)
-            ):
-                return buckets
-        resolved = {d: self._backend(group["backend"], d) for d in {p.device for p in params}}
-        buckets = build_buckets(params, self.state, group, resolved)
-        if group["flat_params"]:
-            flat_params.attach(buckets)
-        self._layouts[index] = (params, buckets)
-        return buckets
+    def _init_group(
+        self,
+        group: dict,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        delta_even: list[torch.Tensor],
+        delta_odd: list[torch.Tensor],
+        momentum_buffers: list[torch.Tensor],
+        steps: list[torch.Tensor],
+    ) -> tuple[step_plan.Run, ...]:
+        """torch.optim's hook: fill the lists with the group's params that have gradients (real
+        views), their gradients and state, in the order of the returned runs. torch.compile runs
+        this eagerly while tracing, so the plan's checks never enter a graph."""
+        plan = self._plan(group)
+        grads_picked = plan.pick([*map(step_plan.grad_of, group["params"])])
+        if not step_plan.dense(grads_picked):
+            self._plans.clear()
+            self._plan(group)  # raises the clear error for the sparse gradient
+        for tensors, source in ((params, plan.params), (grads, grads_picked)):
+            tensors.extend(map(real_view, source) if plan.complex else source)
+        delta_even.extend(plan.state_tensors["delta_even"])
+        delta_odd.extend(plan.state_tensors["delta_odd"])
+        momentum_buffers.extend(plan.state_tensors.get("momentum_buffer", ()))
+        steps.extend(plan.state_tensors["step"])
+        return plan.runs
+
+    def _plan(self, group: dict) -> step_plan.GroupPlan:
+        """The group's plan, rebuilt (for every group, checks first) when anything changed."""
+        plan = self._plans.get(id(group))
+        if plan is not None and plan.still_valid(group, self.state):
+            return plan
+        self._rebuild_plans()
+        return self._plans[id(group)]
+
+    def _rebuild_plans(self) -> None:
+        # Everything is checked, for every group, before any state is created or converted.
+        selections = []
+        for group in self.param_groups:
+            validate_hyperparameters(group)
+            selections.append(step_plan.select(group))
+        check_no_overlap([group["params"][i] for group, selection in
+                          zip(self.param_groups, selections)
+                          for indices in selection.values() for i in indices])
+        self._plans = {
+            id(group): step_plan.build(group, selection, self.state, backends.resolve)
+            for group, selection in zip(self.param_groups, selections)
+        }
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -105,76 +146,50 @@ class TMSGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-
-        # Everything is checked before anything is changed.
-        stepped = []
-        for group in self.param_groups:
-            with_grad = []
-            for index, param in enumerate(group["params"]):
-                if param.grad is not None:
-                    validate_gradient(param, index)
-                    with_grad.append(param)
-            stepped.append(with_grad)
-        layouts = [
-            self._layout(index, group, params)
-            for index, (group, params) in enumerate(zip(self.param_groups, stepped))
-        ]
-
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
-        for group, buckets in zip(self.param_groups, layouts):
-            for bucket in buckets:
-                self._step_bucket(group, bucket, grad_scale, found_inf)
+        calls = []
+        for group in self.param_groups:
+            lists: tuple[list[torch.Tensor], ...] = ([], [], [], [], [], [])
+            runs = self._init_group(group, *lists)
+            calls.append((group, runs, lists))
+        for group, runs, lists in calls:
+            for run in runs:
+                self._step_run(group, run, lists, grad_scale, found_inf)
+                if run.fresh_momentum:  # done: the next step treats the buffer as any other
+                    self._plans.pop(id(group), None)
         return loss
 
-    def _step_bucket(self, group: dict, bucket, grad_scale, found_inf) -> None:
-        device = bucket.step.device
-        if bucket.flat is not None:  # flat_params: one range, views repaired
-            params, grads = bucket.flat.kernel_tensors()
-            copied, originals = [], []
-        else:
-            params = [real_view(p) for p in bucket.params]
-            grads = [real_view(p.grad).contiguous() for p in bucket.params]
-            # Kernels need contiguous params: step a contiguous copy and write it back.
-            copied = [i for i, p in enumerate(params) if not p.is_contiguous()]
-            originals = [params[i] for i in copied]
-            for i in copied:
-                params[i] = params[i].contiguous()
+    @staticmethod
+    def _step_run(group: dict, run: step_plan.Run, lists: tuple, grad_scale, found_inf) -> None:
+        params, grads, delta_even, delta_odd, momentum_buffers, steps = (
+            values[run.start:run.end] for values in lists)
+        device = params[0].device
         lr = group["lr"]
-        if isinstance(lr, torch.Tensor):
+        if isinstance(lr, torch.Tensor) and lr.device != device and lr.device.type != "cpu":
             lr = lr.to(device)
-        bucket.backend.step_bucket(
-            params,
-            grads,
-            bucket.history,
-            bucket.momentum_buffer,
-            bucket.step,
-            StepOptions.from_group(group, lr),
-            None if grad_scale is None else grad_scale.to(device),
-            None if found_inf is None else found_inf.to(device),
-        )
-        for i, original in zip(copied, originals):
-            original.copy_(params[i])
+        scalars = StepScalars.from_group(group, lr)
+        if run.fresh_momentum:  # a zero buffer and no dampening give buf = g (torch's rule)
+            scalars = StepScalars(**{**scalars.__dict__, "dampening": 0.0})
+        if grad_scale is not None and grad_scale.device != device:
+            grad_scale = grad_scale.to(device)
+        if found_inf is not None and found_inf.device != device:
+            found_inf = found_inf.to(device)
+        backends.MODULES[run.backend].step(params, grads, delta_even, delta_odd,
+                                           momentum_buffers, steps, scalars, grad_scale,
+                                           found_inf)
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """As torch.optim's; with flat_params, set_to_none=False keeps the grads as views into
-        the flat grad buffer (set_to_none=True costs a copy of the new grads at the next step)."""
-        flat_params.zero_grad(self, set_to_none, super().zero_grad)
-
-    def state_dict(self) -> dict:
-        """Per-parameter state in canonical form: step, d1 (newest step), d2, momentum_buffer;
-        independent of backend, device, bucket layout and history slot order."""
-        packed = super().state_dict()
-        saved = {index: canonical_state(s) for index, s in packed["state"].items()}
-        packed["state"] = {index: s for index, s in saved.items() if s is not None}
-        return packed
-
+    @torch._disable_dynamo
     def load_state_dict(self, state_dict: dict) -> None:
-        check_state_dict_fits(self, state_dict)
-        super().load_state_dict(state_dict)
-        for group in self.param_groups:
-            group["coefficients"] = tuple(float(c) for c in group["coefficients"])
-            for param in group["params"]:
-                if param in self.state:
-                    self.state[param] = internal_state(self.state[param], param)
-        self._layouts = {}
+        """As torch.optim's (pre-hooks first, post-hooks last), except that everything is checked
+        before anything changes, torch.optim.SGD and version-1 TMSGD checkpoints are accepted,
+        and each state tensor keeps its dtype (see tmsgd_kernels/state_format.py)."""
+        state_dict = state_dict.copy()
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        state, param_groups = prepare_load(self, state_dict)
+        self.__setstate__({"state": defaultdict(dict, state), "param_groups": param_groups})
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)

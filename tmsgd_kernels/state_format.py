@@ -1,86 +1,133 @@
-"""The saved form of TMSGD's per-parameter state, and the checks a loaded state must pass.
+"""Loading a checkpoint: every check before anything changes, and the formats TMSGD accepts.
 
-Saved (canonical): step (int64 0-dim CPU tensor), d1 (the newest step W[k] - W[k-1]), d2 (the one
-before), momentum_buffer (when momentum > 0); shapes are the param's real view. It does not depend
-on which history slot is newest, on buckets, backend or device, so it loads anywhere.
+Accepted per-parameter state (keys other than these are refused):
+    TMSGD            step, delta_even, delta_odd[, momentum_buffer]  (the format state_dict saves)
+    TMSGD version 1  step, d1 (the newest step), d2[, momentum_buffer]
+    torch.optim.SGD  nothing, or momentum_buffer (a tensor or None): the buffer carries over and
+                     the history starts at zero, which is the paper's switch from SGD to TM-SGD.
+                     A carried buffer gets step 1, so that the next step uses it (a param's first
+                     step would take buf = g); with no buffer the param starts at step 0.
+Each state tensor keeps its dtype (torch.optim would cast it to the param's dtype, which loses
+an fp32 history of a bf16 param); it moves to the param's device, and counts to the CPU unless
+the group is capturable.
 """
 
 from __future__ import annotations
 
+from copy import deepcopy
+from itertools import chain
+
 import torch
 
-from .buckets import real_view
+from .param_state import real_view
 from .validation import validate_hyperparameters
 
-_STATE_KEYS = {"step", "d1", "d2"}
+_V2 = {"step", "delta_even", "delta_odd"}
+_V1 = {"step", "d1", "d2"}
+_OPTIONAL = {"momentum_buffer"}
 
 
-def canonical_state(param_state: dict) -> dict | None:
-    """The saved form of one param's state; None before its first completed step (all zero:
-    the same as no state, so a step skipped by found_inf leaves the state_dict as it was)."""
-    steps = int(param_state["step"])
-    if steps == 0:
-        return None
-    history = param_state["history"]
-    saved = {
-        "step": torch.tensor(steps, dtype=torch.int64),
-        "d1": history[(steps + 1) % 2].clone(),
-        "d2": history[steps % 2].clone(),
-    }
-    if param_state.get("momentum_buffer") is not None:
-        saved["momentum_buffer"] = param_state["momentum_buffer"].clone()
-    return saved
+def _where(index: int) -> str:
+    return f"the state of parameter {index} in the loaded state dict"
 
 
-def internal_state(saved: dict, param: torch.Tensor) -> dict:
-    """The per-parameter form the optimizer steps from (buckets copy it in at the next step)."""
-    steps = int(saved["step"])
-    d1 = saved["d1"].to(param.device)
-    history = torch.empty((2, *d1.shape), dtype=d1.dtype, device=param.device)
-    history[steps % 2] = saved["d2"]
-    history[(steps + 1) % 2] = d1
-    restored = {"step": torch.tensor(steps, dtype=torch.int64, device=param.device),
-                "history": history}
-    if "momentum_buffer" in saved:
-        restored["momentum_buffer"] = saved["momentum_buffer"].to(param.device)
-    return restored
+def _tensor(value: object, param: torch.Tensor, index: int, key: str) -> torch.Tensor:
+    real = real_view(param)
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{_where(index)}: '{key}' is {type(value).__name__}, not a tensor")
+    if value.is_complex():
+        value = torch.view_as_real(value)
+    if value.shape != real.shape:
+        raise ValueError(f"{_where(index)}: '{key}' has shape {tuple(value.shape)}, the "
+                         f"parameter {tuple(real.shape)}" + (" (as its real view)"
+                                                             if param.is_complex() else ""))
+    if not value.is_floating_point():
+        raise ValueError(f"{_where(index)}: '{key}' has dtype {value.dtype}, not floating point")
+    return value.detach().to(device=param.device, copy=True)
 
 
-def check_state_dict_fits(optimizer, state_dict: dict) -> None:
-    """Raise ValueError if `state_dict` cannot be loaded into `optimizer` (nothing is changed)."""
+def _count(value: object, index: int) -> int:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{_where(index)}: 'step' must be a non-negative whole number, got "
+                         f"{value!r}")
+    return value
+
+
+def _param_state(saved: object, param: torch.Tensor, index: int, capturable: bool) -> dict:
+    """One param's state in TMSGD's format, converted from any accepted format."""
+    if not isinstance(saved, dict):
+        raise ValueError(f"{_where(index)} is {type(saved).__name__}, not a dict")
+    keys = set(saved)
+    buffer = saved.get("momentum_buffer")
+    if keys - _OPTIONAL == set():  # torch.optim.SGD (or nothing saved yet)
+        steps, even, odd = (1 if buffer is not None else 0), None, None
+    elif keys - _OPTIONAL == _V2:
+        steps = _count(saved["step"], index)
+        even = _tensor(saved["delta_even"], param, index, "delta_even")
+        odd = _tensor(saved["delta_odd"], param, index, "delta_odd")
+    elif keys - _OPTIONAL == _V1:
+        steps = _count(saved["step"], index)
+        newest = _tensor(saved["d1"], param, index, "d1")
+        older = _tensor(saved["d2"], param, index, "d2")
+        # Step k wrote slot k % 2: after `steps` steps the newest is in slot (steps - 1) % 2.
+        even, odd = (older, newest) if steps % 2 == 0 else (newest, older)
+    else:
+        raise ValueError(
+            f"{_where(index)} has keys {sorted(map(str, keys))}; TMSGD loads its own format "
+            f"{sorted(_V2 | _OPTIONAL)}, its version-1 format {sorted(_V1 | _OPTIONAL)} and "
+            f"torch.optim.SGD's {sorted(_OPTIONAL)}")
+    device = param.device if capturable else torch.device("cpu")
+    state = {"step": torch.tensor(steps, dtype=torch.int64, device=device)}
+    real = real_view(param)
+    if even is not None:
+        state["delta_even"], state["delta_odd"] = even, odd
+    else:
+        state["delta_even"] = torch.zeros_like(real)
+        state["delta_odd"] = torch.zeros_like(real)
+    if buffer is not None:
+        state["momentum_buffer"] = _tensor(buffer, param, index, "momentum_buffer")
+    return state
+
+
+def prepare_load(optimizer, state_dict: dict) -> tuple[dict, list[dict]]:
+    """The (state, param_groups) that loading `state_dict` gives `optimizer`, built without
+    changing anything; raises ValueError if it does not fit."""
     if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= state_dict.keys():
-        raise ValueError("a TMSGD state_dict is a dict with 'state' and 'param_groups'")
-    saved_groups = state_dict["param_groups"]
-    if len(saved_groups) != len(optimizer.param_groups):
-        raise ValueError(f"loaded state dict has {len(saved_groups)} parameter groups, the "
-                         f"optimizer has {len(optimizer.param_groups)}")
-    params = []
-    for number, (saved, group) in enumerate(zip(saved_groups, optimizer.param_groups)):
+        raise ValueError("an optimizer state_dict is a dict with 'state' and 'param_groups'")
+    groups, saved_groups = optimizer.param_groups, deepcopy(state_dict["param_groups"])
+    if len(saved_groups) != len(groups):
+        raise ValueError(f"the loaded state dict has {len(saved_groups)} parameter groups, the "
+                         f"optimizer {len(groups)}")
+    new_groups = []
+    for number, (saved, group) in enumerate(zip(saved_groups, groups)):
         if len(saved["params"]) != len(group["params"]):
-            raise ValueError(f"parameter group {number} has {len(saved['params'])} params in the "
-                             f"loaded state dict and {len(group['params'])} in the optimizer")
-        options = {**optimizer.defaults, **{k: v for k, v in saved.items() if k != "params"}}
-        validate_hyperparameters(options)
-        params.extend(zip(saved["params"], group["params"]))
-    index_to_param = dict(params)
+            raise ValueError(f"parameter group {number} has {len(saved['params'])} params in "
+                             f"the loaded state dict and {len(group['params'])} in the optimizer")
+        # Keys an older checkpoint (or torch.optim.SGD's) lacks take the optimizer's defaults;
+        # the backend is this process's choice, not the checkpoint's.
+        new = {**optimizer.defaults, **saved, "params": group["params"],
+               "backend": group["backend"]}
+        if "param_names" in group and "param_names" not in saved:
+            new["param_names"] = group["param_names"]
+        try:
+            validate_hyperparameters(new)
+        except ValueError as error:
+            raise ValueError(f"parameter group {number} of the loaded state dict: {error}"
+                             ) from error
+        new["coefficients"] = tuple(float(c) for c in new["coefficients"])
+        new_groups.append(new)
+    id_map = dict(zip(chain.from_iterable(g["params"] for g in saved_groups),
+                      chain.from_iterable(g["params"] for g in new_groups)))
+    capturable = {id(p): g["capturable"] for g in new_groups for p in g["params"]}
+    state = {}
     for index, saved in state_dict["state"].items():
-        if index not in index_to_param:
-            raise ValueError(f"loaded state dict has state for parameter {index}, which no "
-                             f"parameter group lists")
-        param = index_to_param[index]
-        if not isinstance(saved, dict) or not _STATE_KEYS <= saved.keys():
-            found = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
-            raise ValueError(f"state of parameter {index} needs keys {sorted(_STATE_KEYS)}, has "
-                             f"{found} (is it a TMSGD state_dict?)")
-        shape = real_view(param).shape
-        for key in ("d1", "d2", "momentum_buffer"):
-            value = saved.get(key)
-            if value is None:
-                continue
-            if not isinstance(value, torch.Tensor) or value.shape != shape:
-                got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
-                raise ValueError(f"state '{key}' of parameter {index} has shape {got}, the "
-                                 f"parameter (real view) has {tuple(shape)}")
-        step = saved["step"]
-        if not isinstance(step, (int, torch.Tensor)) or int(step) < 0:
-            raise ValueError(f"state 'step' of parameter {index} must be a non-negative count")
+        if index not in id_map:
+            raise ValueError(f"the loaded state dict has state for parameter {index!r}, which "
+                             f"no parameter group lists")
+        param = id_map[index]
+        state[param] = _param_state(saved, param, index, capturable[id(param)])
+    return state, new_groups

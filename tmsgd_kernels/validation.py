@@ -11,6 +11,7 @@ from .coefficients import validate_coefficients
 
 HISTORY_DTYPES = (None, torch.float32, torch.float64, torch.bfloat16, torch.float16)
 PARAM_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+_INT64_MAX = 2**63 - 1
 
 
 def _number(value, what: str) -> float:
@@ -40,15 +41,17 @@ def validate_hyperparameters(options: dict) -> None:
     weight_decay = _number(options["weight_decay"], "weight_decay")
     if weight_decay < 0:
         raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-    for flag in ("nesterov", "maximize", "flat_params", "capturable"):
+    for flag in ("nesterov", "maximize", "capturable"):
         if not isinstance(options[flag], bool):
             raise ValueError(f"{flag} must be a bool, got {options[flag]!r}")
     if options["nesterov"] and (momentum <= 0 or dampening != 0):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
     validate_coefficients(options["coefficients"])
     switch_step = options["switch_step"]
-    if isinstance(switch_step, bool) or not isinstance(switch_step, int) or switch_step < 0:
-        raise ValueError(f"switch_step must be a non-negative int, got {switch_step!r}")
+    if (isinstance(switch_step, bool) or not isinstance(switch_step, int)
+            or not 0 <= switch_step <= _INT64_MAX):
+        raise ValueError(f"switch_step must be an int in [0, 2**63 - 1] (the kernels count "
+                         f"steps in int64), got {switch_step!r}")
     if options["history_dtype"] not in HISTORY_DTYPES:
         raise ValueError(f"history_dtype must be one of {HISTORY_DTYPES}, got "
                          f"{options['history_dtype']!r}")

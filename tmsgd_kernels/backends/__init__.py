@@ -1,31 +1,20 @@
-"""Backend registry: which fused-step implementations exist and which can run on a device.
+"""Backend registry: which implementations of the TM-SGD step exist and which can run on a device.
 
-Every backend provides the same bucket step (the kernel contract of DESIGN.md section 3):
+Every backend module exposes `name`, `unavailable_reason(device) -> str | None` and one function
+with the kernel contract's arguments (documented once, in tmsgd_kernels/ops.py):
 
-    step_bucket(params, grads, history, momentum_buffer, step, options, grad_scale=None,
-                found_inf=None) -> None
+    step(params, grads, delta_even, delta_odd, momentum_buffers, steps, scalars,
+         grad_scale=None, found_inf=None) -> None
 
-- params: list of contiguous tensors of one dtype on one device, updated in place (fp64, fp32,
-  fp16, bf16; complex params arrive as their real views).
-- grads: list of contiguous tensors, same shapes and dtype as params.
-- history: [2, N] tensor (N >= total elements of params, param i owns columns
-  [offset_i, offset_i + numel_i) in list order), dtype fp32/fp64/bf16/fp16. After s completed steps,
-  slot s % 2 holds d2 and slot (s + 1) % 2 holds d1; the step writes d_new over slot s % 2.
-- momentum_buffer: [N] tensor in the params' dtype, or None when momentum == 0.
-- step: int64 0-dim tensor on the params' device: the count of completed steps; incremented.
-- options: a StepOptions (tmsgd_kernels/step_options.py): lr (a float, or a 0-dim tensor on the
-  params' device), the delta-form b1 and b2, momentum, dampening, weight_decay, nesterov,
-  maximize, switch_step.
-- grad_scale: None or a 0-dim float tensor; grads are divided by it.
-- found_inf: None or a 0-dim float tensor; when non-zero, nothing at all is changed.
-Math runs in fp32 for fp16/bf16/fp32 params and in fp64 for fp64 params.
-
-Each backend module exposes `name`, `unavailable_reason(device) -> str | None` and `step_bucket`.
+`scalars` is a StepScalars (tmsgd_kernels/step_scalars.py). `cpu` and `cuda` call the op
+tmsgd_kernels::tmsgd_step, `triton` the op tmsgd_kernels::tmsgd_step_triton; `torch` is plain
+PyTorch (torch._foreach_*), which torch.compile traces through.
 """
 
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import torch
 
@@ -38,6 +27,10 @@ _BACKEND_MODULES = {
 }
 
 BACKEND_NAMES = ("auto", *_BACKEND_MODULES)
+
+# The backend modules `resolve` has returned, by name: the optimizer's step looks its backends
+# up here (a plain dict, which torch.compile traces as a constant).
+MODULES: dict[str, object] = {}
 
 
 def _module(name: str):
@@ -71,11 +64,38 @@ def resolve(name: str, device: torch.device):
             if candidate == "triton" and device.type != "cuda":
                 continue
             if unavailable_reason(candidate, device) is None:
-                return _module(candidate)
+                if candidate == "torch":
+                    _warn_fallback(device)
+                return _loaded(candidate)
         raise RuntimeError(f"no TM-SGD backend can run on {device}")  # torch always can
     if name not in _BACKEND_MODULES:
         raise ValueError(f"unknown backend {name!r}; choose one of {BACKEND_NAMES}")
     reason = unavailable_reason(name, device)
     if reason is not None:
         raise RuntimeError(f"backend {name!r} cannot run on {device}: {reason}")
-    return _module(name)
+    return _loaded(name)
+
+
+def _loaded(name: str):
+    module = MODULES[name] = _module(name)
+    return module
+
+
+_warned_fallback: set[str] = set()
+
+
+def _warn_fallback(device: torch.device) -> None:
+    """Say once per device type that auto fell back to the slow torch backend because the
+    compiled extension could not be used (a missing GPU is not worth a warning)."""
+    from .. import native_extension
+
+    native = "cuda" if device.type == "cuda" else "cpu"
+    if native_extension.load_error is None or device.type in _warned_fallback:
+        return
+    _warned_fallback.add(device.type)
+    warnings.warn(
+        f"TMSGD(backend='auto') runs the pure-PyTorch backend on {device.type}, several times "
+        f"slower than the fused `{native}` backend, because {native_extension.load_error}",
+        RuntimeWarning,
+        stacklevel=4,
+    )

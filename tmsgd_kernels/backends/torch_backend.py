@@ -1,15 +1,23 @@
-"""Pure-PyTorch backend: the delta form with torch._foreach_* ops, no host synchronization.
+"""Pure-PyTorch backend: the TM-SGD step (kernel contract v2, tmsgd_kernels/ops.py) in torch ops.
 
-Everything that depends on the step count (which history slot is newest, the first momentum
-step, the warm-up) is computed as 0-dim tensors on the device, so the step never reads a device
-value on the host and `torch.compile(fullgraph=True)` traces it without a break.
+Two paths compute the same step:
+
+host_step    steps on the CPU, eager. The counts are read on the host once per call, the params
+             are grouped by what the count decides (history slot, first momentum step, warm-up),
+             and each group runs torch._foreach_* ops, writing d_new in place over its d2 slot.
+device_step  steps on an accelerator (capturable), or under torch.compile. Everything that
+             depends on a count is a torch.where on the device, per tensor, so nothing is read on
+             the host and one traced graph serves every step (a tensor lr is a graph input).
+
+With a float lr both run the same elementwise ops in the same order, so in eager mode they give
+bitwise the same result.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..step_options import StepOptions
+from ..step_scalars import StepScalars
 
 name = "torch"
 
@@ -20,89 +28,175 @@ def unavailable_reason(device: torch.device) -> str | None:
     return None
 
 
-def _opmath_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _LOW_PRECISION else dtype
-
-
-def _as_opmath(tensors: list[torch.Tensor], opmath: torch.dtype) -> list[torch.Tensor]:
-    return [t.to(opmath) for t in tensors] if tensors[0].dtype != opmath else list(tensors)
-
-
-def _views(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
-    sizes = [t.numel() for t in like]
-    pieces = flat[: sum(sizes)].split(sizes)
-    return [piece.view(t.shape) for piece, t in zip(pieces, like)]
-
-
-def step_bucket(
+def step(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
-    history: torch.Tensor,
-    momentum_buffer: torch.Tensor | None,
-    step: torch.Tensor,
-    options: StepOptions,
+    delta_even: list[torch.Tensor],
+    delta_odd: list[torch.Tensor],
+    momentum_buffers: list[torch.Tensor],
+    steps: list[torch.Tensor],
+    scalars: StepScalars,
     grad_scale: torch.Tensor | None = None,
     found_inf: torch.Tensor | None = None,
 ) -> None:
+    on_device = torch.compiler.is_compiling() or (steps and steps[0].device.type != "cpu")
+    path = device_step if on_device else host_step
+    path(params, grads, delta_even, delta_odd, momentum_buffers, steps, scalars, grad_scale,
+         found_inf)
+
+
+def _opmath(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
+
+
+def _check_grads(params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+    if len(grads) != len(params):
+        raise ValueError(f"got {len(grads)} grads for {len(params)} params")
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if p.shape != g.shape or p.dtype != g.dtype or p.device != g.device:
+            raise ValueError(
+                f"grads[{i}] ({tuple(g.shape)}, {g.dtype}, {g.device}) does not match "
+                f"params[{i}] ({tuple(p.shape)}, {p.dtype}, {p.device})")
+
+
+# ----------------------------------------------------------------------------- host path
+
+
+def host_step(params, grads, delta_even, delta_odd, momentum_buffers, steps, scalars,
+              grad_scale=None, found_inf=None) -> None:
+    """The eager step for counts on the CPU (see the module docstring).
+
+    A tensor lr or found_inf is read on the host: free for CPU tensors, one synchronization for
+    an accelerator's (as torch.optim.SGD's foreach step does with a tensor lr); device_step
+    reads nothing.
+    """
+    _check_grads(params, grads)
+    if not params or (found_inf is not None and found_inf.item() != 0):
+        return
+    lr = scalars.lr.item() if isinstance(scalars.lr, torch.Tensor) else scalars.lr
+    with_momentum = scalars.momentum != 0
+    keys = [(k % 2, with_momentum and k == 0, k >= scalars.switch_step)
+            for k in torch.stack(steps).view(-1).tolist()]
+    lists = (params, grads, delta_even, delta_odd, momentum_buffers)
+    if keys.count(keys[0]) == len(keys):  # the usual case: every param at the same count
+        _host_group(*lists, *keys[0], scalars, lr, grad_scale)
+    else:
+        for key in set(keys):
+            picked = [i for i, other in enumerate(keys) if other == key]
+            _host_group(*([t[i] for i in picked] if t else t for t in lists), *key, scalars, lr,
+                        grad_scale)
+    torch._foreach_add_(steps, 1)
+
+
+def _host_group(params, grads, delta_even, delta_odd, buffers, odd, first, multistep,
+                scalars, lr, grad_scale) -> None:
+    opmath = _opmath(params[0].dtype)
+    u = _host_direction(params, grads, opmath, scalars, grad_scale)
+    if buffers:
+        # On the first step the buffer becomes u itself: an unset (garbage, NaN) buffer is
+        # never read.
+        if first:
+            torch._foreach_copy_(buffers, u)
+            new = u
+        else:
+            new = _widened(buffers, opmath)
+            torch._foreach_mul_(new, scalars.momentum)
+            torch._foreach_add_(new, u, alpha=1 - scalars.dampening)
+            if new is not buffers:
+                torch._foreach_copy_(buffers, new)
+        u = torch._foreach_add(u, new, alpha=scalars.momentum) if scalars.nesterov else new
+
+    d2, d1 = (delta_odd, delta_even) if odd else (delta_even, delta_odd)
+    if multistep:
+        d_new = _widened(d2, torch.promote_types(d2[0].dtype, opmath))
+        torch._foreach_mul_(d_new, scalars.b2)
+        torch._foreach_add_(d_new, d1, alpha=scalars.b1)
+        torch._foreach_add_(d_new, u, alpha=-lr)
+    else:
+        # Warm-up: SGD's step, not 0 * history - lr * u (0 * inf would be NaN).
+        d_new = torch._foreach_mul(u, -lr)
+    if d_new is not d2:
+        torch._foreach_copy_(d2, d_new)
+    torch._foreach_add_(params, d_new)
+
+
+def _host_direction(params, grads, opmath, scalars, grad_scale) -> list[torch.Tensor]:
+    """u before momentum: the grads unscaled, negated if maximizing, plus weight decay; a new
+    list wherever the grads would otherwise be changed."""
+    u = grads if grads[0].dtype == opmath else [g.to(opmath) for g in grads]
+    if grad_scale is not None:
+        u = torch._foreach_div(u, grad_scale.reshape(()).to(opmath))
+    if scalars.maximize:
+        u = torch._foreach_neg(u) if u is grads else torch._foreach_neg_(u) or u
+    if scalars.weight_decay != 0:
+        u = torch._foreach_add(u, params, alpha=scalars.weight_decay)
+    return u
+
+
+def _widened(tensors: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
+    """`tensors` themselves when their dtype holds `dtype` (the math then runs in place), else
+    copies in `dtype`."""
+    if torch.promote_types(tensors[0].dtype, dtype) == tensors[0].dtype:
+        return tensors
+    return [t.to(dtype) for t in tensors]
+
+
+# --------------------------------------------------------------------------- device path
+
+
+def device_step(params, grads, delta_even, delta_odd, momentum_buffers, steps, scalars,
+                grad_scale=None, found_inf=None) -> None:
+    """The step with every count-dependent choice made on the device (see the module
+    docstring): no host read, no data-dependent Python branch, so torch.compile traces it
+    whole and CUDA graphs can capture it."""
+    _check_grads(params, grads)
     if not params:
         return
-    lr, b1, b2 = options.lr, options.b1, options.b2
-    momentum, dampening, nesterov = options.momentum, options.dampening, options.nesterov
-    opmath = _opmath_dtype(params[0].dtype)
-    numel = sum(p.numel() for p in params)
-    device = params[0].device
-
-    # Step-dependent scalars, on the device. Slot `parity` holds d2 and receives d_new.
-    parity = step % 2
-    multistep = step >= options.switch_step
-
-    def scalar(value: float) -> torch.Tensor:
-        return torch.full((), value, dtype=opmath, device=device)
-
-    zero = scalar(0.0)
-    coef0 = torch.where(multistep & (parity == 1), scalar(b1), scalar(b2) * multistep)
-    coef1 = torch.where(multistep & (parity == 0), scalar(b1), scalar(b2) * multistep)
-    keep = None if found_inf is None else found_inf == 0
-
-    grads = _as_opmath(grads, opmath)
-    if grad_scale is not None:
-        grads = torch._foreach_div(grads, grad_scale.to(opmath))
-    if options.maximize:
-        grads = torch._foreach_neg(grads)
-    weights = _as_opmath(params, opmath)
-    if options.weight_decay != 0:
-        grads = torch._foreach_add(grads, weights, alpha=options.weight_decay)
-
-    direction = grads
-    if momentum != 0:
-        first = step == 0
-        buffers = _views(momentum_buffer, params)
-        old = _as_opmath(buffers, opmath)
-        retain = torch.where(first, zero, scalar(momentum))
-        gain = torch.where(first, scalar(1.0), scalar(1.0 - dampening))
-        new = torch._foreach_add(torch._foreach_mul(old, retain), torch._foreach_mul(grads, gain))
-        if keep is not None:
-            new = [torch.where(keep, n, o) for n, o in zip(new, old)]
-        torch._foreach_copy_(buffers, new)
-        direction = torch._foreach_add(grads, new, alpha=momentum) if nesterov else new
-
-    # d_new = coef0 * slot0 + coef1 * slot1 - lr * u, built in one flat buffer.
-    d_new = history[0, :numel].to(opmath) * coef0 + history[1, :numel].to(opmath) * coef1
-    d_views = _views(d_new, params)
+    opmath = _opmath(params[0].dtype)
+    lr = scalars.lr
     if isinstance(lr, torch.Tensor):
-        torch._foreach_sub_(d_views, torch._foreach_mul(direction, lr.to(opmath)))
-    else:
-        torch._foreach_add_(d_views, direction, alpha=-lr)
+        # Shape (1,) would broadcast a 0-dim param's update to shape (1,).
+        lr = lr.reshape(()).to(opmath)
+    scale = None if grad_scale is None else grad_scale.reshape(()).to(opmath)
+    keep = None if found_inf is None else found_inf.reshape(()) == 0
+    buffers = momentum_buffers or [None] * len(params)
+    for p, g, even, odd, buf, count in zip(params, grads, delta_even, delta_odd, buffers, steps):
+        _device_one(p, g, even, odd, buf, count.reshape(()), opmath, scalars, lr, scale, keep)
+    torch._foreach_add_(steps, 1 if keep is None else keep.to(steps[0].dtype))
 
-    slot = parity.view(1)
-    stored = d_new.to(history.dtype).unsqueeze(0)
-    if keep is None and params[0].dtype == opmath:
-        torch._foreach_add_(params, d_views)
+
+def _device_one(p, g, even, odd, buf, count, opmath, scalars, lr, scale, keep) -> None:
+    u = g.to(opmath)
+    if scale is not None:
+        u = u / scale
+    if scalars.maximize:
+        u = -u
+    if scalars.weight_decay != 0:
+        u = torch.add(u, p, alpha=scalars.weight_decay)
+    if buf is not None:
+        blended = torch.add(buf.to(opmath) * scalars.momentum, u, alpha=1 - scalars.dampening)
+        new = torch.where(count == 0, u, blended)
+        buf.copy_(new if keep is None else torch.where(keep, new, buf))
+        u = torch.add(u, new, alpha=scalars.momentum) if scalars.nesterov else new
+
+    is_odd = count % 2 == 1
+    d2 = torch.where(is_odd, odd, even)
+    d1 = torch.where(is_odd, even, odd)
+    multi = d2.to(torch.promote_types(d2.dtype, opmath)) * scalars.b2
+    multi = torch.add(multi, d1, alpha=scalars.b1)
+    if isinstance(lr, torch.Tensor):
+        scaled = u * lr
+        multi, sgd = multi - scaled, -scaled
     else:
-        updated = torch._foreach_add(weights, d_views)
-        if keep is not None:
-            updated = [torch.where(keep, n, o) for n, o in zip(updated, weights)]
-            stored = torch.where(keep, stored, history[:, :numel].index_select(0, slot))
-        torch._foreach_copy_(params, updated)
-    history[:, :numel].index_copy_(0, slot, stored)
-    step.add_(1 if keep is None else keep.to(step.dtype))
+        multi, sgd = torch.add(multi, u, alpha=-lr), u * -lr
+    # Warm-up selects SGD's step rather than zeroing the history's weight (0 * inf is NaN).
+    d_new = torch.where(count >= scalars.switch_step, multi, sgd)
+
+    write_odd = is_odd if keep is None else is_odd & keep
+    write_even = ~is_odd if keep is None else ~is_odd & keep
+    even.copy_(torch.where(write_even, d_new, even))
+    odd.copy_(torch.where(write_odd, d_new, odd))
+    if keep is None:
+        p.add_(d_new)
+    else:
+        p.copy_(torch.where(keep, p + d_new, p))

@@ -1,0 +1,84 @@
+"""One parameter's optimizer state (docs/DESIGN.md section 3): created like the param, and
+converted or recreated when the param changed since the last step.
+
+    step             int64 0-dim tensor: completed steps of this param (CPU, or the param's
+                     device with capturable=True)
+    delta_even       the step d[k] of the latest even k, shaped and laid out like the param
+    delta_odd        the step d[k] of the latest odd k
+    momentum_buffer  as torch.optim.SGD's, in the param's dtype (only once momentum was on)
+
+Complex params are stepped as their real views, so their state has the real view's shape.
+"""
+
+from __future__ import annotations
+
+import torch
+
+HISTORY_KEYS = ("delta_even", "delta_odd")
+
+
+def real_view(tensor: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_real(tensor) if tensor.is_complex() else tensor
+
+
+def history_dtype(group: dict, param: torch.Tensor) -> torch.dtype:
+    """The dtype a param's history is kept in: the group's history_dtype, else the param's."""
+    return group["history_dtype"] or real_view(param).dtype
+
+
+def step_device(group: dict, param: torch.Tensor) -> torch.device:
+    """capturable=False keeps counts on the CPU (decisions on the host); True on the device."""
+    return param.device if group["capturable"] else torch.device("cpu")
+
+
+def _fits(value: object, like: torch.Tensor, dtype: torch.dtype) -> bool:
+    return (isinstance(value, torch.Tensor) and value.shape == like.shape
+            and value.dtype == dtype and value.device == like.device
+            and value.stride() == like.stride())
+
+
+def _shaped_like(value: object, like: torch.Tensor) -> bool:
+    return isinstance(value, torch.Tensor) and value.shape == like.shape
+
+
+def _converted(value: torch.Tensor, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`value`'s numbers in `like`'s layout and device, as `dtype`."""
+    return torch.empty_like(like, dtype=dtype).copy_(value)
+
+
+def prepare(state: dict, param: torch.Tensor, group: dict) -> bool:
+    """Make `state` (this param's dict, changed in place) fit `param` and `group` for the next
+    step. Returns True when a momentum buffer was just created for a param that has already
+    taken steps (momentum turned on later: its first momentum step must take g itself).
+
+    A param whose shape changed starts over (its history describes another tensor); a changed
+    dtype, device or memory layout converts the numbers; nothing that fits is touched."""
+    real = real_view(param)
+    dtype = history_dtype(group, param)
+    for key, value in state.items():  # e.g. torch.optim.SGD's complex momentum buffer
+        if isinstance(value, torch.Tensor) and value.is_complex():
+            state[key] = torch.view_as_real(value)
+    if any(key in state and not _shaped_like(state[key], real)
+           for key in (*HISTORY_KEYS, "momentum_buffer")):
+        state.clear()
+    count = state.get("step")
+    device = step_device(group, param)
+    if not isinstance(count, torch.Tensor):
+        state["step"] = torch.zeros((), dtype=torch.int64, device=device)
+    elif count.dtype != torch.int64 or count.device != device or count.dim() != 0:
+        state["step"] = count.detach().reshape(()).to(device=device, dtype=torch.int64)
+    for key in HISTORY_KEYS:
+        value = state.get(key)
+        if value is None:
+            state[key] = torch.zeros_like(real, dtype=dtype)
+        elif not _fits(value, real, dtype):
+            state[key] = _converted(value, real, dtype)
+    if group["momentum"] == 0:
+        return False  # a buffer kept from earlier is left alone, as torch.optim.SGD does
+    buffer = state.get("momentum_buffer")
+    if buffer is None:
+        state["momentum_buffer"] = torch.zeros_like(real)
+        return int(state["step"]) > 0
+    if not _fits(buffer, real, real.dtype):
+        state["momentum_buffer"] = _converted(buffer, real, real.dtype)
+    return False

@@ -1,0 +1,140 @@
+"""The per-group plan of a step: which params have gradients, in which order the backends get
+them (one run of tensors per device and dtype), and the state tensors that go with them.
+
+The plan is rebuilt, with every check that cannot change between steps (hyperparameters,
+overlapping params, gradients against params, state against params), only when something it
+depends on changed: the set of params with gradients, a param's data (address or dtype), the
+group's momentum / history dtype / capturable / backend, or a state entry (a new dict, as
+ZeroRedundancyOptimizer writes, or a replaced tensor). Otherwise a step costs a few C-level
+passes over the group's lists (no Python code per param) before the kernels run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import repeat
+from operator import attrgetter, is_, is_not, itemgetter
+
+import torch
+
+from .param_state import prepare, real_view
+from .validation import validate_gradient
+
+grad_of = attrgetter("grad")
+_dtype = attrgetter("dtype")
+_layout = attrgetter("layout")
+_data_ptr = torch.Tensor.data_ptr
+_STATE_KEYS = ("step", "delta_even", "delta_odd")
+
+
+def _picker(indices: list[int]):
+    """A C-level function taking a list to the elements at `indices`, as a tuple."""
+    if len(indices) == 1:
+        index = indices[0]
+        return lambda values: (values[index],)
+    return itemgetter(*indices) if indices else (lambda values: ())
+
+
+def options(group: dict) -> tuple:
+    """The group settings a plan depends on (lr and the momentum value may change freely)."""
+    return (group["momentum"] != 0, group["history_dtype"], group["capturable"],
+            group["backend"], group["coefficients"], group["nesterov"], group["switch_step"])
+
+
+@dataclass(frozen=True)
+class Run:
+    """Consecutive entries [start, end) of a plan's lists that one backend call steps."""
+
+    backend: str
+    start: int
+    end: int
+    # True for params whose momentum buffer was just created after they had taken steps: their
+    # first momentum step must give buf = g, which a zero buffer does when dampening is 0.
+    fresh_momentum: bool = False
+
+
+@dataclass
+class GroupPlan:
+    group_params: list
+    options: tuple
+    has_grad: tuple
+    pick: object
+    params: list  # with grads, in run order (real views are taken at call time)
+    addresses: tuple
+    dtypes: tuple
+    state_dicts: list
+    state_tensors: dict  # key -> list, in run order
+    runs: tuple
+    complex: bool  # some params are complex: the backends get real views
+
+    def still_valid(self, group: dict, grads_all: list, state) -> bool:
+        if group["params"] is not self.group_params or options(group) != self.options:
+            return False
+        if tuple(map(is_not, grads_all, repeat(None))) != self.has_grad:
+            return False
+        params = self.params
+        if tuple(map(_data_ptr, params)) != self.addresses:
+            return False
+        if not all(map(is_, map(_dtype, params), self.dtypes)):
+            return False
+        if not all(map(is_, map(state.get, params), self.state_dicts)):
+            return False
+        return all(all(map(is_, map(itemgetter(key), self.state_dicts), tensors))
+                   for key, tensors in self.state_tensors.items())
+
+
+def select(group: dict) -> dict[tuple, list[int]]:
+    """Check the gradients of the group's params (before anything changes) and return the
+    indices of the params to step, one list per (device, dtype) run. An exact tie (one tensor
+    listed twice) is stepped once."""
+    seen, indices_by_run = set(), {}
+    for index, param in enumerate(group["params"]):
+        if param.grad is None or id(param) in seen:
+            continue
+        seen.add(id(param))
+        validate_gradient(param, index)
+        indices_by_run.setdefault((param.device, real_view(param).dtype), []).append(index)
+    return indices_by_run
+
+
+def build(group: dict, indices_by_run: dict[tuple, list[int]], state, resolve_backend
+          ) -> GroupPlan:
+    """Make the selected params' state fit them and order them in runs (changes state only)."""
+    params_by_index = group["params"]
+    fresh = set()
+    for indices in indices_by_run.values():
+        for index in indices:
+            param = params_by_index[index]
+            if prepare(state[param], param, group):
+                fresh.add(index)
+    runs, order = [], []
+    for (device, _), indices in indices_by_run.items():
+        backend = resolve_backend(group["backend"], device)
+        # Params whose momentum starts now get a call of their own (see Run.fresh_momentum).
+        for fresh_run in (False, True):
+            members = [i for i in indices if (i in fresh) == fresh_run]
+            if members:
+                runs.append(Run(backend.name, len(order), len(order) + len(members), fresh_run))
+                order.extend(members)
+    params = [params_by_index[i] for i in order]
+    state_dicts = [state[p] for p in params]
+    keys = _STATE_KEYS + (("momentum_buffer",) if group["momentum"] != 0 else ())
+    return GroupPlan(
+        group_params=group["params"],
+        options=options(group),
+        has_grad=tuple(p.grad is not None for p in group["params"]),
+        pick=_picker(order),
+        params=params,
+        addresses=tuple(map(_data_ptr, params)),
+        dtypes=tuple(map(_dtype, params)),
+        state_dicts=state_dicts,
+        state_tensors={key: [s[key] for s in state_dicts] for key in keys},
+        runs=tuple(runs),
+        complex=any(p.is_complex() for p in params),
+    )
+
+
+def dense(grads: tuple) -> bool:
+    """Whether every gradient is a dense (strided) tensor. Checked every step: a new gradient
+    object may arrive every step, and a sparse one must be refused before anything changes."""
+    return all(map(is_, map(_layout, grads), repeat(torch.strided)))
