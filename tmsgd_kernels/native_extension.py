@@ -1,13 +1,12 @@
 """The compiled extension tmsgd_kernels._C: loading it registers the C++ (CPU) and CUDA kernels of
-the op tmsgd_kernels::tmsgd_step, whose schema tmsgd_kernels/ops.py defines."""
+the op tmsgd_kernels::tmsgd_step, whose schema tmsgd_kernels/ops.py defines, and the C++
+version-counter kernel of both ops (csrc/version_counter.cpp)."""
 
 from __future__ import annotations
 
 import torch
 
-from . import ops
-
-OP_NAME = f"{ops.NAMESPACE}::{ops.NATIVE_OP}"
+OP_NAME = "tmsgd_kernels::tmsgd_step"
 BUILD_HINT = (
     "build it with `pip install --no-build-isolation -e .` (or `python setup.py build_ext "
     "--inplace`) from the repository root"

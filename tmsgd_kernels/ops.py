@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import torch
 
+from . import native_extension  # noqa: F401  (loads the extension's kernels first)
+
 NAMESPACE = "tmsgd_kernels"
 NATIVE_OP = "tmsgd_step"
 TRITON_OP = "tmsgd_step_triton"
@@ -58,22 +60,30 @@ def _fake(*args) -> None:
     return None
 
 
+def _bump_written_then_redispatch(overload, written: list[int]):
+    """The version-counter rule as a Python kernel, used only without the compiled extension
+    (whose C++ kernel, csrc/version_counter.cpp, applies the same rule for a fraction of the host
+    time): bump the version of every argument the schema marks as written, as torch's in-place
+    ops do, so autograd still notices a param stepped after it was saved for backward."""
+
+    def kernel(keyset, *args):
+        torch.autograd.graph.increment_version(
+            [t for i in written for t in (args[i] if isinstance(args[i], list) else [args[i]])])
+        return overload.redispatch(keyset & _AFTER_INPLACE_OR_VIEW, *args)
+
+    return kernel
+
+
 def _define(name: str) -> None:
     _LIBRARY.define(name + _SIGNATURE)
     torch.library.register_fake(f"{NAMESPACE}::{name}", _fake, lib=_LIBRARY)
+    if torch._C._dispatch_has_kernel_for_dispatch_key(f"{NAMESPACE}::{name}", "ADInplaceOrView"):
+        return  # the extension registered the version-counter kernel
     overload = getattr(getattr(torch.ops, NAMESPACE), name).default
-
-    # Version counters: as torch's own in-place ops do, bump the version of everything the step
-    # mutates, so autograd still notices a param stepped after it was saved for backward. A C++
-    # or Python kernel registered per device gets no such kernel by default.
-    def bump_versions(keyset, params, grads, delta_even, delta_odd, momentum_buffers, steps,
-                      *scalars):
-        torch.autograd.graph.increment_version(
-            [*params, *delta_even, *delta_odd, *momentum_buffers, *steps])
-        return overload.redispatch(keyset & _AFTER_INPLACE_OR_VIEW, params, grads, delta_even,
-                                   delta_odd, momentum_buffers, steps, *scalars)
-
-    _LIBRARY.impl(name, bump_versions, "ADInplaceOrView", with_keyset=True)
+    written = [i for i, argument in enumerate(overload._schema.arguments)
+               if argument.alias_info is not None and argument.alias_info.is_write]
+    _LIBRARY.impl(name, _bump_written_then_redispatch(overload, written), "ADInplaceOrView",
+                  with_keyset=True)
 
 
 _define(NATIVE_OP)

@@ -105,11 +105,11 @@ class TMSGD(Optimizer):
         """torch.optim's hook: fill the lists with the group's params that have gradients (real
         views), their gradients and state, in the order of the returned runs. torch.compile runs
         this eagerly while tracing, so the plan's checks never enter a graph."""
-        plan = self._plan(group)
-        grads_picked = plan.pick([*map(step_plan.grad_of, group["params"])])
+        grads_all = [*map(step_plan.grad_of, group["params"])]
+        plan = self._plan(group, grads_all)
+        grads_picked = plan.pick(grads_all)
         if not step_plan.dense(grads_picked):
-            self._plans.clear()
-            self._plan(group)  # raises the clear error for the sparse gradient
+            self._rebuild_plans()  # raises the clear error for the sparse gradient
         for tensors, source in ((params, plan.params), (grads, grads_picked)):
             tensors.extend(map(real_view, source) if plan.complex else source)
         delta_even.extend(plan.state_tensors["delta_even"])
@@ -118,10 +118,10 @@ class TMSGD(Optimizer):
         steps.extend(plan.state_tensors["step"])
         return plan.runs
 
-    def _plan(self, group: dict) -> step_plan.GroupPlan:
+    def _plan(self, group: dict, grads_all: list) -> step_plan.GroupPlan:
         """The group's plan, rebuilt (for every group, checks first) when anything changed."""
         plan = self._plans.get(id(group))
-        if plan is not None and plan.still_valid(group, self.state):
+        if plan is not None and plan.still_valid(group, grads_all, self.state):
             return plan
         self._rebuild_plans()
         return self._plans[id(group)]

@@ -11,6 +11,19 @@ def _describe(index: int, param: torch.Tensor) -> str:
     return f"parameter {index} (shape {tuple(param.shape)}, strides {param.stride()})"
 
 
+def dense_without_overlap(tensor: torch.Tensor) -> bool:
+    """Whether the elements fill one memory range exactly once (any order of dimensions, as
+    channels_last does): sorted by stride, each stride is the product of the sizes before."""
+    if tensor.is_contiguous():
+        return True
+    expected = 1
+    for stride, size in sorted((t, s) for s, t in zip(tensor.shape, tensor.stride()) if s != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
 def check_no_overlap(params: list[torch.Tensor]) -> None:
     """Raise ValueError if a param overlaps itself (an expanded, stride-0 view) or another.
 
@@ -20,7 +33,7 @@ def check_no_overlap(params: list[torch.Tensor]) -> None:
     for index, param in enumerate(params):
         if param.numel() == 0:
             continue
-        if not param.is_non_overlapping_and_dense():
+        if not dense_without_overlap(param):
             raise ValueError(
                 f"TMSGD steps dense, non-overlapping params only: {_describe(index, param)} "
                 f"has elements that share memory or gaps between them (an expanded or strided "

@@ -75,7 +75,7 @@ def host_step(params, grads, delta_even, delta_odd, momentum_buffers, steps, sca
         return
     lr = scalars.lr.item() if isinstance(scalars.lr, torch.Tensor) else scalars.lr
     with_momentum = scalars.momentum != 0
-    keys = [(k % 2, with_momentum and k == 0, k >= scalars.switch_step)
+    keys = [(k % 2, k == 0, k >= scalars.switch_step)
             for k in torch.stack(steps).view(-1).tolist()]
     lists = (params, grads, delta_even, delta_odd, momentum_buffers)
     if keys.count(keys[0]) == len(keys):  # the usual case: every param at the same count
@@ -83,8 +83,8 @@ def host_step(params, grads, delta_even, delta_odd, momentum_buffers, steps, sca
     else:
         for key in set(keys):
             picked = [i for i, other in enumerate(keys) if other == key]
-            _host_group(*([t[i] for i in picked] if t else t for t in lists), *key, scalars, lr,
-                        grad_scale)
+            sublists = ([t[i] for i in picked] if t else [] for t in lists)
+            _host_group(*sublists, *key, scalars, lr, grad_scale)
     torch._foreach_add_(steps, 1)
 
 
@@ -127,7 +127,7 @@ def _host_direction(params, grads, opmath, scalars, grad_scale) -> list[torch.Te
     if grad_scale is not None:
         u = torch._foreach_div(u, grad_scale.reshape(()).to(opmath))
     if scalars.maximize:
-        u = torch._foreach_neg(u) if u is grads else torch._foreach_neg_(u) or u
+        u = torch._foreach_neg(u)
     if scalars.weight_decay != 0:
         u = torch._foreach_add(u, params, alpha=scalars.weight_decay)
     return u

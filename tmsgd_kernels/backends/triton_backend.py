@@ -1,9 +1,10 @@
-"""Triton backend: the fused step of triton_kernels/ (one launch per bucket plus a one-program
-step-counter launch), behind the custom op `tmsgd_triton::step_bucket`.
+"""Triton backend: the fused step of triton_kernels/, behind the op
+tmsgd_kernels::tmsgd_step_triton (schema and contract: tmsgd_kernels/ops.py).
 
-This module imports without Triton; the kernels are imported on the first step, after
-`unavailable_reason` has said they can run. Math runs in fp32 for fp16/bf16/fp32 params and in
-fp64 for fp64 params (the hyperparameters reach the kernel as fp64 scalars).
+This module imports without Triton; the kernels are imported (and registered as the op's
+implementation) on the first step, after `unavailable_reason` has said they can run. Math runs
+in fp32 for fp16/bf16/fp32 params and in fp64 for fp64 params (the hyperparameters reach the
+kernels as fp64 scalars).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import sys
 
 import torch
 
-from ..step_options import StepOptions
+from .. import ops
+from ..step_scalars import StepScalars
 
 name = "triton"
 
@@ -21,14 +23,15 @@ _INSTALL = (
     f"install the Triton release that matches torch {torch.__version__} "
     "(for example `pip install tmsgd-kernels[triton]`, or the `triton` version torch pins)"
 )
+_KERNELS = "tmsgd_kernels.triton_kernels.op"
 
 
 def _interpreting() -> bool:
     """Whether the kernels run under Triton's interpreter. Triton decides when a kernel is
     defined, so once they are imported their own kind counts, not the environment now."""
-    defined = sys.modules.get("tmsgd_kernels.triton_kernels.step_count")
+    defined = sys.modules.get("tmsgd_kernels.triton_kernels.count_kernel")
     if defined is not None:
-        return type(defined.advance_step_kernel).__name__ == "InterpretedFunction"
+        return type(defined.advance_counts_kernel).__name__ == "InterpretedFunction"
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
@@ -57,21 +60,28 @@ def unavailable_reason(device: torch.device) -> str | None:
     return f"Triton runs on CUDA devices (and on CPU under TRITON_INTERPRET=1), not {device.type}"
 
 
-def _op():
-    from tmsgd_kernels.triton_kernels import op  # noqa: F401  (registers the custom op)
-
-    return torch.ops.tmsgd_triton.step_bucket
+_op = None  # the op's overload, looked up once: host time matters at every step
 
 
-def step_bucket(
+def op():
+    """The op tmsgd_kernels::tmsgd_step_triton, its Triton kernels registered."""
+    global _op
+    if _op is None:
+        __import__(_KERNELS)  # registers the implementation
+        _op = getattr(getattr(torch.ops, ops.NAMESPACE), ops.TRITON_OP).default
+    return _op
+
+
+def step(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
-    history: torch.Tensor,
-    momentum_buffer: torch.Tensor | None,
-    step: torch.Tensor,
-    options: StepOptions,
+    delta_even: list[torch.Tensor],
+    delta_odd: list[torch.Tensor],
+    momentum_buffers: list[torch.Tensor],
+    steps: list[torch.Tensor],
+    scalars: StepScalars,
     grad_scale: torch.Tensor | None = None,
     found_inf: torch.Tensor | None = None,
 ) -> None:
-    _op()(params, grads, history, momentum_buffer, step, *options.op_arguments(), grad_scale,
-          found_inf)
+    (_op or op())(params, grads, delta_even, delta_odd, momentum_buffers, steps,
+                  *scalars.op_arguments(), grad_scale, found_inf)
