@@ -1,4 +1,4 @@
-// The CPU kernel's interface: a bucket described by raw pointers, and one entry point per CPU
+// The CPU kernel's interface: one call's tensors as raw pointers, and one entry point per CPU
 // capability (each compiled from cpu_kernel_impl.h with its own instruction-set flags).
 #pragma once
 
@@ -10,16 +10,27 @@
 
 namespace tmsgd::cpu {
 
-// One bucket: param i owns elements [offsets[i], offsets[i + 1]) of the history rows and of the
-// momentum buffer. All params share one dtype; grads have the params' dtype.
-struct CpuBucket {
-  int64_t count = 0;                     // number of params
-  const int64_t* offsets = nullptr;      // count + 1 prefix sums of numel
-  void* const* params = nullptr;
-  const void* const* grads = nullptr;
-  void* history_d2 = nullptr;            // row `parity` of history: read as d2, receives d_new
-  const void* history_d1 = nullptr;      // row 1 - parity
-  void* momentum = nullptr;              // [N] in the params' dtype, or null
+// One param and its state. Every pointer addresses numel elements stepped as one flat range:
+// the op's checks give all of a param's tensors the param's dense layout.
+template <typename T>
+struct CpuTensor {
+  void* param = nullptr;
+  const void* grad = nullptr;     // in the params' dtype
+  void* d2 = nullptr;             // history slot `parity` of this param's count: read as d2,
+                                  // then overwritten with d_new
+  const void* d1 = nullptr;       // the other slot
+  void* momentum = nullptr;       // in the params' dtype; null when the call has no momentum
+  StepScalars<T> scalars;         // the call's scalars with this tensor's count set
+};
+
+// One call: tensor i owns elements [offsets[i], offsets[i + 1]) of the call's element range, the
+// range at::parallel_for splits among threads.
+template <typename T>
+struct CpuCall {
+  int64_t count = 0;
+  const int64_t* offsets = nullptr;  // count + 1 prefix sums of numel
+  const CpuTensor<T>* tensors = nullptr;
+  bool momentum = false;
   c10::ScalarType param_dtype = c10::ScalarType::Float;
   c10::ScalarType history_dtype = c10::ScalarType::Float;
 };
@@ -36,10 +47,10 @@ inline bool has_vector_path(c10::ScalarType param, c10::ScalarType history) {
   return reduced_or_float(param) && reduced_or_float(history);
 }
 
-#define TMSGD_DECLARE_CAPABILITY(CAP)                                          \
-  namespace CAP {                                                              \
-  void step_vectorized(const CpuBucket& bucket, const StepScalars<float>& s);  \
-  void step_vectorized(const CpuBucket& bucket, const StepScalars<double>& s); \
+#define TMSGD_DECLARE_CAPABILITY(CAP)             \
+  namespace CAP {                                 \
+  void step_vectorized(const CpuCall<float>& c);  \
+  void step_vectorized(const CpuCall<double>& c); \
   }
 
 TMSGD_DECLARE_CAPABILITY(DEFAULT)
@@ -49,8 +60,8 @@ TMSGD_DECLARE_CAPABILITY(AVX512)
 
 namespace DEFAULT {
 // Every (param, history) dtype pair, element by element (the pairs without a SIMD path).
-void step_scalar(const CpuBucket& bucket, const StepScalars<float>& s);
-void step_scalar(const CpuBucket& bucket, const StepScalars<double>& s);
+void step_scalar(const CpuCall<float>& c);
+void step_scalar(const CpuCall<double>& c);
 }  // namespace DEFAULT
 
 }  // namespace tmsgd::cpu

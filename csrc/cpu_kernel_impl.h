@@ -3,8 +3,9 @@
 // -DCPU_CAPABILITY=...). Everything here lives in namespace tmsgd::cpu::CPU_CAPABILITY, as ATen's
 // own per-capability kernels do, so the three copies never share a symbol.
 //
-// One pass over the whole bucket: at::parallel_for splits the bucket's element range [0, N)
-// (all params end to end), and each thread walks the params its range touches.
+// One pass over the whole call: at::parallel_for splits the call's element range [0, N) (all
+// tensors end to end), and each thread walks the tensors its range touches, each with its own
+// pointers and its own count-dependent scalars.
 
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
@@ -73,8 +74,8 @@ void step_span(P* w, const P* g, H* d2, const H* d1, P* buf, int64_t n, const St
     constexpr int64_t kStep = 2 * Vec::size();
     const Vec zero(T(0));
     for (; i + kStep <= n; i += kStep) {
-      Vec w0, w1, g0, g1, m0, m1;
-      Vec a0 = zero, a1 = zero, b0 = zero, b1 = zero;
+      Vec w0, w1, g0, g1;
+      Vec a0 = zero, a1 = zero, b0 = zero, b1 = zero, m0 = zero, m1 = zero;
       load2(w + i, w0, w1);
       load2(g + i, g0, g1);
       if (s.multistep) {  // the warm-up never reads the history
@@ -82,7 +83,9 @@ void step_span(P* w, const P* g, H* d2, const H* d1, P* buf, int64_t n, const St
         load2(d2 + i, b0, b1);
       }
       if constexpr (kMomentum) {
-        load2(buf + i, m0, m1);
+        if (!s.first) {  // the first step assigns the buffer without reading it
+          load2(buf + i, m0, m1);
+        }
       }
       const Vec n0 = tmsgd_update<kMomentum>(w0, g0, a0, b0, m0, s);
       const Vec n1 = tmsgd_update<kMomentum>(w1, g1, a1, b1, m1, s);
@@ -102,26 +105,22 @@ void step_span(P* w, const P* g, H* d2, const H* d1, P* buf, int64_t n, const St
 constexpr int64_t kGrain = 32768;
 
 template <typename P, typename H, bool kMomentum, bool kVector, typename T>
-void step_typed(const CpuBucket& bucket, const StepScalars<T>& s) {
-  const int64_t* offsets = bucket.offsets;
-  const int64_t total = offsets[bucket.count];
-  H* d2 = static_cast<H*>(bucket.history_d2);
-  const H* d1 = static_cast<const H*>(bucket.history_d1);
-  P* buf = static_cast<P*>(bucket.momentum);
-  at::parallel_for(0, total, kGrain, [&](int64_t begin, int64_t end) {
-    // The first param whose range ends after `begin`.
-    int64_t i = std::upper_bound(offsets, offsets + bucket.count + 1, begin) - offsets - 1;
-    for (; i < bucket.count && offsets[i] < end; ++i) {
-      const int64_t lo = std::max(begin, offsets[i]);
-      const int64_t hi = std::min(end, offsets[i + 1]);
+void step_typed(const CpuCall<T>& call) {
+  const int64_t* offsets = call.offsets;
+  at::parallel_for(0, offsets[call.count], kGrain, [&](int64_t begin, int64_t end) {
+    // The first tensor whose range ends after `begin`.
+    int64_t i = std::upper_bound(offsets, offsets + call.count + 1, begin) - offsets - 1;
+    for (; i < call.count && offsets[i] < end; ++i) {
+      const int64_t lo = std::max(begin, offsets[i]) - offsets[i];
+      const int64_t hi = std::min(end, offsets[i + 1]) - offsets[i];
       if (hi <= lo) {
-        continue;  // empty params
+        continue;  // empty tensors
       }
-      const int64_t local = lo - offsets[i];
+      const CpuTensor<T>& t = call.tensors[i];
       step_span<P, H, kMomentum, kVector>(
-          static_cast<P*>(bucket.params[i]) + local,
-          static_cast<const P*>(bucket.grads[i]) + local, d2 + lo, d1 + lo,
-          kMomentum ? buf + lo : nullptr, hi - lo, s);
+          static_cast<P*>(t.param) + lo, static_cast<const P*>(t.grad) + lo,
+          static_cast<H*>(t.d2) + lo, static_cast<const H*>(t.d1) + lo,
+          kMomentum ? static_cast<P*>(t.momentum) + lo : nullptr, hi - lo, t.scalars);
     }
   });
 }
@@ -140,17 +139,17 @@ void with_type(c10::ScalarType dtype, F&& f) {
 // Runs the (param, history) pairs for which kVectorPair equals kVector; the others are not
 // instantiated here (the caller routes them to the other entry point).
 template <bool kVector, typename T>
-void dispatch(const CpuBucket& bucket, const StepScalars<T>& s) {
-  with_type(bucket.param_dtype, [&](auto p_tag) {
-    with_type(bucket.history_dtype, [&](auto h_tag) {
+void dispatch(const CpuCall<T>& call) {
+  with_type(call.param_dtype, [&](auto p_tag) {
+    with_type(call.history_dtype, [&](auto h_tag) {
       using P = decltype(p_tag);
       using H = decltype(h_tag);
       constexpr bool kOpmathMatches = std::is_same_v<T, double> == std::is_same_v<P, double>;
       if constexpr (kOpmathMatches && kVectorPair<P, H, T> == kVector) {
-        if (bucket.momentum != nullptr) {
-          step_typed<P, H, true, kVector>(bucket, s);
+        if (call.momentum) {
+          step_typed<P, H, true, kVector>(call);
         } else {
-          step_typed<P, H, false, kVector>(bucket, s);
+          step_typed<P, H, false, kVector>(call);
         }
       } else {
         TORCH_CHECK(false, "tmsgd_step: internal error, dtype pair routed to the wrong path");
@@ -159,19 +158,19 @@ void dispatch(const CpuBucket& bucket, const StepScalars<T>& s) {
   });
 }
 
-void step_vectorized(const CpuBucket& bucket, const StepScalars<float>& s) {
-  dispatch<true>(bucket, s);
+void step_vectorized(const CpuCall<float>& call) {
+  dispatch<true>(call);
 }
-void step_vectorized(const CpuBucket& bucket, const StepScalars<double>& s) {
-  dispatch<true>(bucket, s);
+void step_vectorized(const CpuCall<double>& call) {
+  dispatch<true>(call);
 }
 
 #ifdef TMSGD_SCALAR_PATHS
-void step_scalar(const CpuBucket& bucket, const StepScalars<float>& s) {
-  dispatch<false>(bucket, s);
+void step_scalar(const CpuCall<float>& call) {
+  dispatch<false>(call);
 }
-void step_scalar(const CpuBucket& bucket, const StepScalars<double>& s) {
-  dispatch<false>(bucket, s);
+void step_scalar(const CpuCall<double>& call) {
+  dispatch<false>(call);
 }
 #endif
 

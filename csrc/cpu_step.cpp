@@ -1,6 +1,6 @@
-// The CPU implementation of tmsgd_kernels::tmsgd_step: reads the step count and the scalars,
-// describes the bucket with raw pointers, and runs the kernel compiled for the best instruction
-// set this CPU has (chosen once, at the first step).
+// The CPU implementation of tmsgd_kernels::tmsgd_step: checks the call, describes every tensor
+// with raw pointers and the scalars of its own count, runs the kernel compiled for the best
+// instruction set this CPU has (chosen once, at the first step), then advances every count.
 #include <ATen/Version.h>
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
@@ -44,81 +44,88 @@ Capability capability() {
 }
 
 template <typename T>
-void run(const CpuBucket& bucket, const StepScalars<T>& s) {
-  if (!has_vector_path(bucket.param_dtype, bucket.history_dtype)) {
-    DEFAULT::step_scalar(bucket, s);
+void run(const CpuCall<T>& call) {
+  if (!has_vector_path(call.param_dtype, call.history_dtype)) {
+    DEFAULT::step_scalar(call);
     return;
   }
   switch (capability()) {
 #if defined(TMSGD_CPU_AVX512)
-    case Capability::kAvx512: return AVX512::step_vectorized(bucket, s);
+    case Capability::kAvx512: return AVX512::step_vectorized(call);
 #endif
 #if defined(TMSGD_CPU_AVX2)
-    case Capability::kAvx2: return AVX2::step_vectorized(bucket, s);
+    case Capability::kAvx2: return AVX2::step_vectorized(call);
 #endif
-    default: return DEFAULT::step_vectorized(bucket, s);
+    default: return DEFAULT::step_vectorized(call);
   }
 }
 
+// Describes the call for opmath T and runs it. Counts are read here, before any write.
 template <typename T>
-StepScalars<T> read_scalars(int64_t step, double lr, const std::optional<at::Tensor>& lr_tensor,
-                            double b1, double b2, double momentum, double dampening,
-                            double weight_decay, bool nesterov, bool maximize, int64_t switch_step,
-                            const std::optional<at::Tensor>& grad_scale) {
-  // Converted to T the way the pure-PyTorch backend converts them (tensor.to(opmath)).
+void step_with_opmath(at::TensorList params, const std::vector<at::Tensor>& grads,
+                      at::TensorList delta_even, at::TensorList delta_odd,
+                      at::TensorList momentum_buffers, at::TensorList steps, double lr,
+                      const std::optional<at::Tensor>& lr_tensor, const Hyperparameters& h,
+                      const std::optional<at::Tensor>& grad_scale) {
+  // Converted to T as the pure-PyTorch backend converts them (tensor.to(opmath)).
   const T lr_value = lr_tensor.has_value() ? lr_tensor->item().to<T>() : static_cast<T>(lr);
   const T scale = grad_scale.has_value() ? grad_scale->item().to<T>() : T(1);
-  return make_step_scalars<T>(step, lr_value, static_cast<T>(b1), static_cast<T>(b2),
-                              static_cast<T>(momentum), static_cast<T>(dampening),
-                              static_cast<T>(weight_decay), nesterov, maximize, switch_step,
-                              grad_scale.has_value(), scale);
+  const StepScalars<T> shared = make_step_scalars<T>(h, lr_value, grad_scale.has_value(), scale);
+
+  const size_t n = params.size();
+  std::vector<CpuTensor<T>> tensors(n);
+  std::vector<int64_t> offsets(n + 1, 0);
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t count = *steps[i].data_ptr<int64_t>();
+    TORCH_CHECK(count >= 0, "tmsgd_step: steps[", i, "] is negative (", count, ")");
+    CpuTensor<T>& t = tensors[i];
+    t.scalars = shared;
+    set_count(t.scalars, count, h.switch_step);
+    const bool even = t.scalars.parity == 0;
+    t.param = params[i].data_ptr();
+    t.grad = grads[i].data_ptr();
+    t.d2 = (even ? delta_even[i] : delta_odd[i]).data_ptr();
+    t.d1 = (even ? delta_odd[i] : delta_even[i]).data_ptr();
+    t.momentum = momentum_buffers.empty() ? nullptr : momentum_buffers[i].data_ptr();
+    offsets[i + 1] = offsets[i] + params[i].numel();
+  }
+  CpuCall<T> call;
+  call.count = static_cast<int64_t>(n);
+  call.offsets = offsets.data();
+  call.tensors = tensors.data();
+  call.momentum = !momentum_buffers.empty();
+  call.param_dtype = params[0].scalar_type();
+  call.history_dtype = delta_even[0].scalar_type();
+  run(call);
 }
 
-void tmsgd_step_cpu(at::TensorList params, at::TensorList grads, const at::Tensor& history,
-                    const std::optional<at::Tensor>& momentum_buffer, const at::Tensor& step,
+void tmsgd_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList delta_even,
+                    at::TensorList delta_odd, at::TensorList momentum_buffers, at::TensorList steps,
                     double lr, const std::optional<at::Tensor>& lr_tensor, double b1, double b2,
                     double momentum, double dampening, double weight_decay, bool nesterov,
                     bool maximize, int64_t switch_step, const std::optional<at::Tensor>& grad_scale,
                     const std::optional<at::Tensor>& found_inf) {
-  const std::vector<int64_t> offsets = check_and_offsets(
-      params, grads, history, momentum_buffer, step, lr_tensor, momentum, grad_scale, found_inf);
+  const CheckedCall checked = check_step_arguments(params, grads, delta_even, delta_odd,
+                                                   momentum_buffers, steps, lr_tensor, momentum,
+                                                   grad_scale, found_inf);
   if (params.empty()) {
-    return;  // as the pure-PyTorch backend: an empty bucket is not a step
+    return;
   }
   if (found_inf.has_value() && found_inf->item<double>() != 0) {
-    return;  // AMP found an inf/nan: the step changes nothing, not even the count
+    return;  // AMP found an inf/nan: the step changes nothing, not even the counts
   }
-  int64_t* count = step.data_ptr<int64_t>();
-  const int64_t steps = *count;
-  {
-    const int parity = static_cast<int>(steps % 2);
-    char* rows = static_cast<char*>(history.data_ptr());
-    const int64_t row_bytes = history.stride(0) * history.element_size();
-    std::vector<void*> param_ptrs(params.size());
-    std::vector<const void*> grad_ptrs(params.size());
-    for (size_t i = 0; i < params.size(); ++i) {
-      param_ptrs[i] = params[i].data_ptr();
-      grad_ptrs[i] = grads[i].data_ptr();
-    }
-    CpuBucket bucket;
-    bucket.count = static_cast<int64_t>(params.size());
-    bucket.offsets = offsets.data();
-    bucket.params = param_ptrs.data();
-    bucket.grads = grad_ptrs.data();
-    bucket.history_d2 = rows + parity * row_bytes;
-    bucket.history_d1 = rows + (1 - parity) * row_bytes;
-    bucket.momentum = momentum_buffer.has_value() ? momentum_buffer->data_ptr() : nullptr;
-    bucket.param_dtype = params[0].scalar_type();
-    bucket.history_dtype = history.scalar_type();
-    if (bucket.param_dtype == at::kDouble) {
-      run(bucket, read_scalars<double>(steps, lr, lr_tensor, b1, b2, momentum, dampening,
-                                       weight_decay, nesterov, maximize, switch_step, grad_scale));
-    } else {
-      run(bucket, read_scalars<float>(steps, lr, lr_tensor, b1, b2, momentum, dampening,
-                                      weight_decay, nesterov, maximize, switch_step, grad_scale));
-    }
+  const Hyperparameters h{b1, b2, momentum, dampening, weight_decay, nesterov, maximize,
+                          switch_step};
+  if (params[0].scalar_type() == at::kDouble) {
+    step_with_opmath<double>(params, checked.grads, delta_even, delta_odd, momentum_buffers,
+                             steps, lr, lr_tensor, h, grad_scale);
+  } else {
+    step_with_opmath<float>(params, checked.grads, delta_even, delta_odd, momentum_buffers,
+                            steps, lr, lr_tensor, h, grad_scale);
   }
-  *count = steps + 1;
+  for (const auto& count : steps) {
+    *count.data_ptr<int64_t>() += 1;
+  }
 }
 
 }  // namespace

@@ -1,9 +1,17 @@
-// The CUDA implementation of tmsgd_kernels::tmsgd_step (host side): fills the kernel's tensor
-// table, converts lr / grad_scale / found_inf to the dtypes the kernel reads (device ops, no host
-// synchronization), and launches on the current stream: one step launch per kMaxTensors params,
-// then one single-thread launch that increments the step count. The increment is a separate
-// kernel because every block of every step launch must read the old count first; stream order
-// guarantees that without a grid-wide barrier or an atomic counter.
+// The CUDA implementation of tmsgd_kernels::tmsgd_step (host side): checks the call, fills the
+// kernel's tensor tables and launches on the current stream, one step launch per table.
+//
+// Two modes, chosen by where the counts live:
+//   host mode (counts on the CPU): the host reads every count, groups the tensors by what the
+//     count decides (history parity, first momentum step, warm-up) and launches each group with
+//     its flags as kernel arguments (normally one group: the params of a call usually share
+//     their count); it then advances the CPU counts itself.
+//   device mode (counts on the GPU, CUDA-graph capturable): every block reads its tensor's count
+//     from the table; one more launch, after all step launches, advances the counts. It is a
+//     separate kernel because every block must read the old count first, which stream order
+//     guarantees without a grid-wide barrier.
+// lr_tensor, grad_scale and found_inf on the GPU are read by the kernels (converted to the dtype
+// they read by device ops, no host synchronization); on the CPU they are read here.
 // Compiled by the host compiler; only csrc/cuda_kernel.cu goes through nvcc.
 #ifdef TMSGD_WITH_CUDA
 
@@ -14,6 +22,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <vector>
 
 #include "cuda_table.h"
@@ -39,79 +48,167 @@ int multiprocessors(int device) {
   return count;
 }
 
-void tmsgd_step_cuda(at::TensorList params, at::TensorList grads, const at::Tensor& history,
-                     const std::optional<at::Tensor>& momentum_buffer, const at::Tensor& step,
-                     double lr, const std::optional<at::Tensor>& lr_tensor, double b1, double b2,
-                     double momentum, double dampening, double weight_decay, bool nesterov,
-                     bool maximize, int64_t switch_step,
-                     const std::optional<at::Tensor>& grad_scale,
-                     const std::optional<at::Tensor>& found_inf) {
-  const std::vector<int64_t> offsets = check_and_offsets(
-      params, grads, history, momentum_buffer, step, lr_tensor, momentum, grad_scale, found_inf);
-  if (params.empty()) {
-    return;  // as the pure-PyTorch backend: an empty bucket is not a step
-  }
-  const c10::cuda::CUDAGuard guard(history.device());
-  void* stream = c10::cuda::getCurrentCUDAStream().stream();
-  const auto opmath = params[0].scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  // Temporaries stay alive until the launches below are enqueued; the caching allocator keeps
-  // their memory for this stream's later work only, so the kernels read them safely.
-  const at::Tensor lr_device = lr_tensor.has_value() ? lr_tensor->to(opmath) : at::Tensor();
-  const at::Tensor scale_device = grad_scale.has_value() ? grad_scale->to(opmath) : at::Tensor();
-  const at::Tensor inf_device = found_inf.has_value() ? found_inf->to(at::kFloat) : at::Tensor();
+// What one launch sequence shares: the tensors, the dtypes and where to launch.
+struct Launcher {
+  at::TensorList params;
+  const std::vector<at::Tensor>& grads;
+  at::TensorList delta_even;
+  at::TensorList delta_odd;
+  at::TensorList momentum_buffers;
+  at::TensorList steps;
+  Dtype param_dtype;
+  Dtype history_dtype;
+  int64_t max_grid;  // enough resident blocks to saturate memory bandwidth
+  void* stream;
 
-  CudaArgs args;
-  args.history = history.data_ptr();
-  args.history_row_stride = history.stride(0);
-  args.momentum = momentum_buffer.has_value() ? momentum_buffer->data_ptr() : nullptr;
-  args.step = step.data_ptr<int64_t>();
-  args.lr = lr_device.defined() ? lr_device.data_ptr() : nullptr;
-  args.lr_value = lr;
-  args.grad_scale = scale_device.defined() ? scale_device.data_ptr() : nullptr;
-  args.found_inf = inf_device.defined() ? inf_device.data_ptr<float>() : nullptr;
-  args.b1 = b1;
-  args.b2 = b2;
-  args.momentum_factor = momentum;
-  args.dampening = dampening;
-  args.weight_decay = weight_decay;
-  args.switch_step = switch_step;
-  args.nesterov = nesterov;
-  args.maximize = maximize;
-  const Dtype param_dtype = to_dtype(params[0].scalar_type());
-  const Dtype history_dtype = to_dtype(history.scalar_type());
-  // Enough resident blocks to saturate memory bandwidth; more only add scheduling work.
-  const int64_t max_grid = int64_t(multiprocessors(history.get_device())) * 8;
-
-  CudaTable table;
-  auto flush = [&]() {
-    const int64_t chunks = table.first_chunk[table.count];
-    if (chunks > 0) {
-      const int grid = static_cast<int>(std::min(chunks, max_grid));
-      launch_step(table, args, param_dtype, history_dtype, grid, stream);
+  // Steps the tensors `indices` with `args`, kMaxTensors per launch (empty tensors skipped).
+  void step(const std::vector<size_t>& indices, const CudaArgs& args) const {
+    const bool momentum = !momentum_buffers.empty();
+    CudaTable table;
+    auto flush = [&]() {
+      if (table.count > 0) {
+        const int grid = static_cast<int>(std::min(table.chunk_end[table.count - 1], max_grid));
+        launch_step(table, args, param_dtype, history_dtype, momentum, grid, stream);
+      }
+      table.count = 0;
+    };
+    for (const size_t i : indices) {
+      const int64_t numel = params[i].numel();
+      if (numel == 0) {
+        continue;
+      }
+      if (table.count == kMaxTensors) {
+        flush();
+      }
+      const int64_t t = table.count;
+      table.params[t] = params[i].data_ptr();
+      table.grads[t] = grads[i].data_ptr();
+      table.delta_even[t] = delta_even[i].data_ptr();
+      table.delta_odd[t] = delta_odd[i].data_ptr();
+      table.momentum[t] = momentum ? momentum_buffers[i].data_ptr() : nullptr;
+      table.steps[t] = args.counts_on_device ? steps[i].data_ptr<int64_t>() : nullptr;
+      table.numel[t] = numel;
+      const int64_t before = t == 0 ? 0 : table.chunk_end[t - 1];
+      table.chunk_end[t] = before + (numel + kChunk - 1) / kChunk;
+      table.count = t + 1;
     }
-    table.count = 0;
-  };
-  table.count = 0;
-  table.first_chunk[0] = 0;
-  for (size_t i = 0; i < params.size(); ++i) {
-    const int64_t numel = offsets[i + 1] - offsets[i];
-    if (numel == 0) {
+    flush();
+  }
+};
+
+// Host mode: one group per combination of the flags the count decides, in a fixed order.
+void step_counts_on_host(const Launcher& launcher, CudaArgs args, bool momentum) {
+  const at::TensorList steps = launcher.steps;
+  std::array<std::vector<size_t>, 8> groups;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const int64_t count = *steps[i].data_ptr<int64_t>();
+    TORCH_CHECK(count >= 0, "tmsgd_step: steps[", i, "] is negative (", count, ")");
+    StepScalars<double> flags;
+    set_count(flags, count, args.h.switch_step);
+    // Without momentum the first step is like any other: no reason to split the launch.
+    const bool first = momentum && flags.first;
+    groups[flags.parity | int(first) << 1 | int(flags.multistep) << 2].push_back(i);
+  }
+  for (size_t key = 0; key < groups.size(); ++key) {
+    if (groups[key].empty()) {
       continue;
     }
-    if (table.count == kMaxTensors) {
-      flush();
-      table.first_chunk[0] = 0;
-    }
-    const int64_t t = table.count;
-    table.params[t] = params[i].data_ptr();
-    table.grads[t] = grads[i].data_ptr();
-    table.column[t] = offsets[i];
-    table.column[t + 1] = offsets[i + 1];
-    table.first_chunk[t + 1] = table.first_chunk[t] + (numel + kChunk - 1) / kChunk;
-    table.count = t + 1;
+    args.parity = int(key & 1);
+    args.first = (key & 2) != 0;
+    args.multistep = (key & 4) != 0;
+    launcher.step(groups[key], args);
   }
-  flush();
-  launch_increment(step.data_ptr<int64_t>(), args.found_inf, stream);
+  for (const auto& count : steps) {
+    *count.data_ptr<int64_t>() += 1;  // the kernels never read these CPU counts
+  }
+}
+
+// Device mode: one group; the counts advance on the device after every step launch.
+void step_counts_on_device(const Launcher& launcher, CudaArgs args) {
+  const at::TensorList steps = launcher.steps;
+  std::vector<size_t> all(steps.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    all[i] = i;
+  }
+  args.counts_on_device = true;
+  launcher.step(all, args);
+  CountTable counts;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    counts.steps[counts.count++] = steps[i].data_ptr<int64_t>();
+    if (counts.count == kMaxCounts || i + 1 == steps.size()) {
+      launch_increment(counts, args.found_inf, launcher.stream);
+      counts.count = 0;
+    }
+  }
+}
+
+void tmsgd_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList delta_even,
+                     at::TensorList delta_odd, at::TensorList momentum_buffers,
+                     at::TensorList steps, double lr, const std::optional<at::Tensor>& lr_tensor,
+                     double b1, double b2, double momentum, double dampening, double weight_decay,
+                     bool nesterov, bool maximize, int64_t switch_step,
+                     const std::optional<at::Tensor>& grad_scale,
+                     const std::optional<at::Tensor>& found_inf) {
+  const CheckedCall checked = check_step_arguments(params, grads, delta_even, delta_odd,
+                                                   momentum_buffers, steps, lr_tensor, momentum,
+                                                   grad_scale, found_inf);
+  if (params.empty()) {
+    return;
+  }
+  const auto device = params[0].device();
+  const c10::cuda::CUDAGuard guard(device);
+  const auto opmath = params[0].scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+
+  CudaArgs args;
+  args.h = Hyperparameters{b1, b2, momentum, dampening, weight_decay, nesterov, maximize,
+                           switch_step};
+  // Temporaries stay alive until the launches below are enqueued; the caching allocator reuses
+  // their memory only for this stream's later work, so the kernels read them safely.
+  at::Tensor inf_device;
+  if (found_inf.has_value()) {
+    if (found_inf->is_cpu() || checked.counts_on_host) {
+      // The host must know found_inf: in host mode it decides whether the host advances the CPU
+      // counts. On the GPU this .item() synchronizes with the device, once per call.
+      if (found_inf->item<double>() != 0) {
+        return;  // AMP found an inf/nan: nothing changes, not even the counts
+      }
+    } else {
+      inf_device = found_inf->to(at::kFloat);
+      args.found_inf = inf_device.data_ptr<float>();
+    }
+  }
+  at::Tensor lr_device;
+  args.lr_value = lr;
+  if (lr_tensor.has_value() && lr_tensor->is_cpu()) {
+    args.lr_value = lr_tensor->item<double>();
+  } else if (lr_tensor.has_value()) {
+    lr_device = lr_tensor->to(opmath);
+    args.lr = lr_device.data_ptr();
+  }
+  at::Tensor scale_device;
+  args.has_scale = grad_scale.has_value();
+  if (grad_scale.has_value() && grad_scale->is_cpu()) {
+    args.grad_scale_value = grad_scale->item<double>();
+  } else if (grad_scale.has_value()) {
+    scale_device = grad_scale->to(opmath);
+    args.grad_scale = scale_device.data_ptr();
+  }
+
+  const Launcher launcher{params,
+                          checked.grads,
+                          delta_even,
+                          delta_odd,
+                          momentum_buffers,
+                          steps,
+                          to_dtype(params[0].scalar_type()),
+                          to_dtype(delta_even[0].scalar_type()),
+                          int64_t(multiprocessors(device.index())) * 8,
+                          c10::cuda::getCurrentCUDAStream().stream()};
+  if (checked.counts_on_host) {
+    step_counts_on_host(launcher, args, momentum != 0);
+  } else {
+    step_counts_on_device(launcher, args);
+  }
 }
 
 }  // namespace

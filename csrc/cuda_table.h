@@ -1,49 +1,69 @@
-// What the host passes to the CUDA kernel, by value, as kernel parameters: a table of up to
-// kMaxTensors params (one launch per table) and the step's arguments as device pointers, so the
-// step count, lr, grad_scale and found_inf are read on the device (CUDA-graph capturable).
-// Plain C++ (no CUDA or torch headers): included by both cuda_step.cpp and cuda_kernel.cu.
+// What the host passes to the CUDA kernels, by value, as kernel parameters: a table of up to
+// kMaxTensors params with per-tensor pointers (one step launch per table), the call's scalars,
+// and a table of count pointers for the kernel that advances the counts.
+// Light for nvcc (no torch headers): included by both cuda_step.cpp and cuda_kernel.cu.
 #pragma once
 
 #include <cstdint>
 
+#include "tmsgd_update.h"
+
 namespace tmsgd::cuda {
 
-// 256 tensors fit every model we target in one launch (ResNet-50: 161, GPT-2 small: 148). The
-// table is 256 * 32 + 16 bytes = 8 KB, within the 32 KB of kernel parameters that CUDA >= 12.1
-// allows on Volta and newer (the 4 KB limit of older toolkits would hold about 110).
-constexpr int kMaxTensors = 256;
+// Kernel parameters stay within 4 KB, the limit every toolkit and GPU accepts (CUDA >= 12.1
+// allows 32 KB on Volta and newer, but a larger table mostly saves launches that cost a few
+// microseconds each). 60 tensors: CudaTable is 8 + 60 * 64 = 3848 bytes, CudaArgs 104, together
+// 3952 (static_assert below). ResNet-50's 161 tensors take three launches.
+constexpr int kMaxTensors = 60;
 
 // Elements per chunk: a block steps one chunk at a time (grid-stride over all chunks).
 constexpr int64_t kChunk = 16384;
 
 struct CudaTable {
-  int64_t count = 0;                   // params in this launch
+  int64_t count = 0;  // tensors in this launch, none of them empty
   void* params[kMaxTensors];
   const void* grads[kMaxTensors];
-  int64_t column[kMaxTensors + 1];     // param i owns history / momentum columns
-                                       // [column[i], column[i + 1])
-  int64_t first_chunk[kMaxTensors + 1];  // param i owns chunks [first_chunk[i], first_chunk[i+1])
+  void* delta_even[kMaxTensors];
+  void* delta_odd[kMaxTensors];
+  void* momentum[kMaxTensors];        // null without momentum
+  const int64_t* steps[kMaxTensors];  // the tensor's count on the device; null in host mode
+  int64_t numel[kMaxTensors];
+  int64_t chunk_end[kMaxTensors];     // tensor t owns chunks [chunk_end[t - 1], chunk_end[t])
 };
 
 struct CudaArgs {
-  void* history = nullptr;             // row 0 of the [2, N] history
-  int64_t history_row_stride = 0;      // elements from row 0 to row 1
-  void* momentum = nullptr;            // [N] in the params' dtype, or null
-  const int64_t* step = nullptr;       // completed steps (read; incremented by a second kernel)
-  const void* lr = nullptr;            // opmath-dtype lr on the device, or null: use lr_value
+  Hyperparameters h;
+  const void* lr = nullptr;          // opmath-dtype lr on the device, or null: use lr_value
   double lr_value = 0;
-  const void* grad_scale = nullptr;    // opmath-dtype scale, or null
-  const float* found_inf = nullptr;    // float32, or null
-  double b1 = 0, b2 = 0, momentum_factor = 0, dampening = 0, weight_decay = 0;
-  int64_t switch_step = 0;
-  bool nesterov = false, maximize = false;
+  const void* grad_scale = nullptr;  // opmath-dtype scale on the device, or null: use the value
+  double grad_scale_value = 1;
+  const float* found_inf = nullptr;  // float32 on the device, or null (decided on the host)
+  bool has_scale = false;
+  // Device mode: every block reads its tensor's count from CudaTable::steps. Host mode: every
+  // tensor of the launch shares the flags below, which the host derived from the counts.
+  bool counts_on_device = false;
+  bool multistep = true;
+  bool first = false;
+  int parity = 0;
 };
+
+static_assert(sizeof(CudaTable) + sizeof(CudaArgs) <= 4096, "step kernel parameters over 4 KB");
+
+// The counts the increment kernel advances, one thread each: 8 + 480 * 8 bytes, plus found_inf.
+constexpr int kMaxCounts = 480;
+
+struct CountTable {
+  int64_t count = 0;
+  int64_t* steps[kMaxCounts];
+};
+
+static_assert(sizeof(CountTable) + sizeof(void*) <= 4096, "count kernel parameters over 4 KB");
 
 // Dtype codes of the launcher (mirrors of c10::ScalarType, without its header in nvcc's way).
 enum class Dtype { kFloat, kDouble, kHalf, kBFloat16 };
 
 void launch_step(const CudaTable& table, const CudaArgs& args, Dtype param, Dtype history,
-                 int grid, void* stream);
-void launch_increment(int64_t* step, const float* found_inf, void* stream);
+                 bool momentum, int grid, void* stream);
+void launch_increment(const CountTable& table, const float* found_inf, void* stream);
 
 }  // namespace tmsgd::cuda

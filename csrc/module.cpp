@@ -1,7 +1,8 @@
 // The Python module tmsgd_kernels._C. Importing it loads this library, whose static initializers
-// register the op (op_schema.cpp) and its CPU / CUDA implementations. It also reports which CPU
-// kernel the CPU implementation runs (cpu_step.cpp). Plain CPython API, no pybind11: it keeps
-// the compile short.
+// register the CPU / CUDA implementations of the op tmsgd_kernels::tmsgd_step (its schema is
+// defined in Python, tmsgd_kernels/ops.py, which is imported before this module is loaded). It
+// also reports which CPU kernel the CPU implementation runs (cpu_step.cpp). Plain CPython API, no
+// pybind11: it keeps the compile short.
 #include <Python.h>
 
 #include <string>

@@ -1,8 +1,11 @@
-// Input checks shared by the CPU and CUDA implementations (the optimizer validates before it
-// calls; these guard direct calls of the op), and the bucket's element offsets.
+// Argument checks shared by the CPU and CUDA implementations of tmsgd_kernels::tmsgd_step (the
+// contract is in tmsgd_kernels/ops.py). The optimizer validates before it calls; these guard
+// direct calls of the op. Everything is checked before anything is written, so a bad call leaves
+// every tensor as it was.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
 #include <c10/util/irange.h>
 
 #include <optional>
@@ -10,62 +13,138 @@
 
 namespace tmsgd {
 
-// Checks the op's arguments and returns the prefix sums of the params' numel (size count + 1).
-inline std::vector<int64_t> check_and_offsets(
-    at::TensorList params, at::TensorList grads, const at::Tensor& history,
-    const std::optional<at::Tensor>& momentum_buffer, const at::Tensor& step,
-    const std::optional<at::Tensor>& lr_tensor, double momentum,
-    const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
-  TORCH_CHECK(params.size() == grads.size(), "tmsgd_step: ", params.size(), " params but ",
-              grads.size(), " grads");
-  std::vector<int64_t> offsets(params.size() + 1, 0);
-  const auto device = history.device();
-  const auto dtype = params.empty() ? history.scalar_type() : params[0].scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
-                  dtype == at::kBFloat16,
-              "tmsgd_step: params must be fp64, fp32, fp16 or bf16, got ", dtype);
-  for (const auto i : c10::irange(params.size())) {
-    const auto& p = params[i];
-    const auto& g = grads[i];
-    TORCH_CHECK(p.device() == device && g.device() == device, "tmsgd_step: param ", i,
-                " and its grad must be on the history's device ", device);
-    TORCH_CHECK(p.scalar_type() == dtype && g.scalar_type() == dtype, "tmsgd_step: param ", i,
-                " and its grad must have the bucket's dtype ", dtype);
-    TORCH_CHECK(p.sizes() == g.sizes(), "tmsgd_step: grad ", i, " has shape ", g.sizes(),
-                ", its param ", p.sizes());
-    TORCH_CHECK(p.is_contiguous() && g.is_contiguous(), "tmsgd_step: param ", i,
-                " and its grad must be contiguous");
-    offsets[i + 1] = offsets[i] + p.numel();
+// What the checks hand the kernels besides the arguments themselves.
+struct CheckedCall {
+  // The grads, each one with its param's layout: the grad itself, or a copy where its strides
+  // differ from the param's (the kernels step every tensor of a param as one flat memory range).
+  std::vector<at::Tensor> grads;
+  // True when the counts live on the CPU (the caller decides everything count-dependent on the
+  // host); false when they live on the params' GPU and the kernels read them there.
+  bool counts_on_host = true;
+};
+
+namespace detail {
+
+inline bool is_storage_dtype(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+// Same sizes, and the same stride wherever a dimension has more than one element (a size-1
+// dimension's stride never addresses anything): element i of one sits at the same offset from
+// data_ptr() as element i of the other.
+inline bool same_layout(const at::Tensor& a, const at::Tensor& b) {
+  if (a.sizes() != b.sizes()) {
+    return false;
   }
-  const int64_t total = offsets.back();
-  TORCH_CHECK(history.dim() == 2 && history.size(0) == 2 && history.size(1) >= total,
-              "tmsgd_step: history must have shape [2, >= ", total, "], got ", history.sizes());
-  TORCH_CHECK(history.stride(1) == 1 || history.size(1) <= 1,
-              "tmsgd_step: history rows must be contiguous");
-  const auto hdtype = history.scalar_type();
-  TORCH_CHECK(hdtype == at::kFloat || hdtype == at::kDouble || hdtype == at::kHalf ||
-                  hdtype == at::kBFloat16,
-              "tmsgd_step: history must be fp64, fp32, fp16 or bf16, got ", hdtype);
-  TORCH_CHECK((momentum != 0) == momentum_buffer.has_value(),
-              "tmsgd_step: momentum_buffer must be given exactly when momentum != 0");
-  if (momentum_buffer.has_value()) {
-    const auto& buf = *momentum_buffer;
-    TORCH_CHECK(buf.device() == device && buf.scalar_type() == dtype && buf.is_contiguous() &&
-                    buf.numel() >= total,
-                "tmsgd_step: momentum_buffer must be a contiguous ", dtype, " tensor of >= ",
-                total, " elements on ", device);
-  }
-  TORCH_CHECK(step.device() == device && step.scalar_type() == at::kLong && step.numel() == 1,
-              "tmsgd_step: step must be a one-element int64 tensor on ", device);
-  for (const auto* scalar : {&lr_tensor, &grad_scale, &found_inf}) {
-    if (scalar->has_value()) {
-      TORCH_CHECK((*scalar)->device() == device && (*scalar)->numel() == 1 &&
-                      at::isFloatingType((*scalar)->scalar_type()),
-                  "tmsgd_step: lr_tensor, grad_scale and found_inf must be one-element "
-                  "floating-point tensors on ", device);
+  for (const auto d : c10::irange(a.dim())) {
+    if (a.size(d) > 1 && a.stride(d) != b.stride(d)) {
+      return false;
     }
   }
-  return offsets;
+  return true;
+}
+
+// A state tensor of param i: same device and layout as the param, and the expected dtype.
+inline void check_state(const char* name, size_t i, const at::Tensor& t, const at::Tensor& param,
+                        at::ScalarType dtype) {
+  TORCH_CHECK(t.device() == param.device(), "tmsgd_step: ", name, "[", i, "] is on ", t.device(),
+              ", params[", i, "] on ", param.device());
+  TORCH_CHECK(t.scalar_type() == dtype, "tmsgd_step: ", name, "[", i, "] has dtype ",
+              t.scalar_type(), ", expected ", dtype);
+  TORCH_CHECK(same_layout(t, param), "tmsgd_step: ", name, "[", i,
+              "] must have the shape and strides of params[", i, "] (", param.sizes(), ", ",
+              param.strides(), "), got ", t.sizes(), ", ", t.strides());
+}
+
+// lr_tensor, grad_scale, found_inf: one element, on the params' device or the CPU.
+inline void check_scalar_tensor(const char* name, const std::optional<at::Tensor>& t,
+                                const at::Device& device, bool integers_allowed) {
+  if (!t.has_value()) {
+    return;
+  }
+  const auto dtype = t->scalar_type();
+  const bool real = at::isFloatingType(dtype) ||
+                    (integers_allowed && at::isIntegralType(dtype, /*includeBool=*/false));
+  TORCH_CHECK(t->numel() == 1 && real, "tmsgd_step: ", name, " must be a one-element ",
+              integers_allowed ? "real" : "floating-point", " tensor, got ", t->sizes(), " ",
+              dtype);
+  TORCH_CHECK(t->device() == device || t->is_cpu(), "tmsgd_step: ", name, " is on ",
+              t->device(), "; it must be on the params' device ", device, " or on the CPU");
+}
+
+}  // namespace detail
+
+inline CheckedCall check_step_arguments(
+    at::TensorList params, at::TensorList grads, at::TensorList delta_even,
+    at::TensorList delta_odd, at::TensorList momentum_buffers, at::TensorList steps,
+    const std::optional<at::Tensor>& lr_tensor, double momentum,
+    const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
+  const size_t n = params.size();
+  TORCH_CHECK(grads.size() == n && delta_even.size() == n && delta_odd.size() == n &&
+                  steps.size() == n,
+              "tmsgd_step: every list must have one entry per param: ", n, " params, ",
+              grads.size(), " grads, ", delta_even.size(), " delta_even, ", delta_odd.size(),
+              " delta_odd, ", steps.size(), " steps");
+  const size_t buffers = momentum != 0 ? n : 0;
+  TORCH_CHECK(momentum_buffers.size() == buffers, "tmsgd_step: momentum_buffers must have ",
+              buffers, " entries (momentum = ", momentum, " and ", n, " params), got ",
+              momentum_buffers.size());
+  CheckedCall call;
+  if (n == 0) {
+    return call;
+  }
+
+  const auto device = params[0].device();
+  const auto dtype = params[0].scalar_type();
+  const auto history_dtype = delta_even[0].scalar_type();
+  TORCH_CHECK(detail::is_storage_dtype(dtype), "tmsgd_step: params must be fp64, fp32, fp16 or ",
+              "bf16, got ", dtype);
+  TORCH_CHECK(detail::is_storage_dtype(history_dtype), "tmsgd_step: delta_even and delta_odd ",
+              "must be fp64, fp32, fp16 or bf16, got ", history_dtype);
+  call.counts_on_host = steps[0].is_cpu();
+  for (const auto i : c10::irange(n)) {
+    const auto& p = params[i];
+    TORCH_CHECK(p.device() == device && p.scalar_type() == dtype, "tmsgd_step: params[", i,
+                "] is ", p.scalar_type(), " on ", p.device(), ", params[0] ", dtype, " on ",
+                device, ": one call steps params of one dtype on one device");
+    TORCH_CHECK(p.is_non_overlapping_and_dense(), "tmsgd_step: params[", i,
+                "] must be dense and non-overlapping, got sizes ", p.sizes(), ", strides ",
+                p.strides());
+    const auto& g = grads[i];
+    TORCH_CHECK(g.device() == device && g.scalar_type() == dtype && g.sizes() == p.sizes(),
+                "tmsgd_step: grads[", i, "] is ", g.scalar_type(), " ", g.sizes(), " on ",
+                g.device(), ", its param ", dtype, " ", p.sizes(), " on ", device);
+    detail::check_state("delta_even", i, delta_even[i], p, history_dtype);
+    detail::check_state("delta_odd", i, delta_odd[i], p, history_dtype);
+    if (buffers != 0) {
+      detail::check_state("momentum_buffers", i, momentum_buffers[i], p, dtype);
+    }
+    const auto& count = steps[i];
+    TORCH_CHECK(count.numel() == 1 && count.scalar_type() == at::kLong, "tmsgd_step: steps[", i,
+                "] must be a one-element int64 tensor, got ", count.sizes(), " ",
+                count.scalar_type());
+    const bool placed =
+        count.is_cpu() ? call.counts_on_host : !call.counts_on_host && count.device() == device;
+    TORCH_CHECK(placed,
+                "tmsgd_step: steps[", i, "] is on ", count.device(), ", steps[0] on ",
+                steps[0].device(), ": the counts must be all on the CPU or all on the params' "
+                "device ", device);
+  }
+  detail::check_scalar_tensor("lr_tensor", lr_tensor, device, /*integers_allowed=*/true);
+  detail::check_scalar_tensor("grad_scale", grad_scale, device, /*integers_allowed=*/false);
+  detail::check_scalar_tensor("found_inf", found_inf, device, /*integers_allowed=*/false);
+
+  // Nothing has been written yet; only now are the re-laid-out grads allocated.
+  call.grads.reserve(n);
+  for (const auto i : c10::irange(n)) {
+    if (detail::same_layout(grads[i], params[i])) {
+      call.grads.push_back(grads[i]);
+    } else {
+      // empty_like keeps a dense param's strides exactly (MemoryFormat::Preserve).
+      call.grads.push_back(at::empty_like(params[i]).copy_(grads[i]));
+    }
+  }
+  return call;
 }
 
 }  // namespace tmsgd

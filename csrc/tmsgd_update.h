@@ -13,50 +13,70 @@
 
 namespace tmsgd {
 
-// Everything one step needs besides the tensors. Built once per step from the step count and the
-// hyperparameters (on the host for the CPU kernel, by every CUDA thread from device memory).
+// Everything one tensor's step needs besides its memory. The call's hyperparameters are the same
+// for every tensor of a call; the last three fields come from the tensor's own step count, which
+// may differ between the tensors of one call (a param that had no grad for a while keeps its
+// count), so they are set per tensor by `set_count`.
 template <typename T>
 struct StepScalars {
   T lr;
-  T b1;            // coefficient of d1 (the newest step); 0 during warm-up
-  T b2;            // coefficient of d2; 0 during warm-up
-  bool multistep;  // false during the switch_step warm-up: d_new = -lr * u, history not read
+  T b1;  // coefficient of d1 (the newest step)
+  T b2;  // coefficient of d2
   bool has_scale;
   T grad_scale;
   bool maximize;
   T weight_decay;
   T momentum;
-  T retain;  // momentum-buffer coefficients this step: (0, 1) on the first step, else
-  T gain;    // (momentum, 1 - dampening), as torch.optim.SGD initializes buf = g
+  T gain;  // 1 - dampening
   bool nesterov;
-  int parity;  // history slot holding d2 (read, then overwritten with d_new); 1 - parity holds d1
+  bool multistep;  // false during the switch_step warm-up: d_new = -lr * u, history not read
+  bool first;      // the tensor's first step: the momentum buffer becomes g, and is not read
+  int parity;      // history slot holding d2 (read, then overwritten with d_new); 1 - parity: d1
 };
 
+// The op's scalar arguments as the schema passes them, the same for every tensor of a call.
+struct Hyperparameters {
+  double b1 = 0, b2 = 0, momentum = 0, dampening = 0, weight_decay = 0;
+  bool nesterov = false, maximize = false;
+  int64_t switch_step = 0;
+};
+
+// The call's part of StepScalars, converted to T the way the pure-PyTorch backend converts its
+// scalars (1 - dampening is formed in double, then rounded once). lr and grad_scale arrive
+// separately because they may come from tensors read on the device.
 template <typename T>
-C10_HOST_DEVICE inline StepScalars<T> make_step_scalars(
-    int64_t step, T lr, T b1, T b2, T momentum, T dampening, T weight_decay, bool nesterov,
-    bool maximize, int64_t switch_step, bool has_scale, T grad_scale) {
+C10_HOST_DEVICE inline StepScalars<T> make_step_scalars(const Hyperparameters& h, T lr,
+                                                        bool has_scale, T grad_scale) {
   StepScalars<T> s;
   s.lr = lr;
-  s.multistep = step >= switch_step;
-  s.b1 = s.multistep ? b1 : T(0);
-  s.b2 = s.multistep ? b2 : T(0);
+  s.b1 = static_cast<T>(h.b1);
+  s.b2 = static_cast<T>(h.b2);
   s.has_scale = has_scale;
   s.grad_scale = grad_scale;
-  s.maximize = maximize;
-  s.weight_decay = weight_decay;
-  s.momentum = momentum;
-  s.retain = step == 0 ? T(0) : momentum;
-  s.gain = step == 0 ? T(1) : T(1) - dampening;
-  s.nesterov = nesterov;
-  s.parity = static_cast<int>(step % 2);
+  s.maximize = h.maximize;
+  s.weight_decay = static_cast<T>(h.weight_decay);
+  s.momentum = static_cast<T>(h.momentum);
+  s.gain = static_cast<T>(1.0 - h.dampening);
+  s.nesterov = h.nesterov;
+  s.multistep = true;
+  s.first = false;
+  s.parity = 0;
   return s;
+}
+
+template <typename T>
+C10_HOST_DEVICE inline void set_count(StepScalars<T>& s, int64_t count, int64_t switch_step) {
+  s.multistep = count >= switch_step;
+  s.first = count == 0;
+  s.parity = static_cast<int>(count % 2);
 }
 
 // One element (or one vector of elements): reads the param w, its gradient g, the two history
 // entries d1 (newest) and d2, and the momentum buffer (when kMomentum); updates w and buf in place
 // and returns d_new, which the caller stores over d2. The operation order follows the pure-PyTorch
 // backend (scale, negate, decay, momentum, d1*b1 + d2*b2 - u*lr) so the two agree to rounding.
+// On the first step buf is assigned g without reading the old value: torch.optim.SGD clones g
+// there, and a buffer left uninitialized (even NaN) must not leak into the step.
 template <bool kMomentum, typename V, typename T>
 C10_HOST_DEVICE inline V tmsgd_update(V& w, V g, V d1, V d2, V& buf, const StepScalars<T>& s) {
   if (s.has_scale) {
@@ -70,7 +90,7 @@ C10_HOST_DEVICE inline V tmsgd_update(V& w, V g, V d1, V d2, V& buf, const StepS
   }
   V u = g;
   if constexpr (kMomentum) {
-    buf = buf * V(s.retain) + g * V(s.gain);
+    buf = s.first ? g : buf * V(s.momentum) + g * V(s.gain);
     u = s.nesterov ? g + buf * V(s.momentum) : buf;
   }
   V d_new;
@@ -84,12 +104,13 @@ C10_HOST_DEVICE inline V tmsgd_update(V& w, V g, V d1, V d2, V& buf, const StepS
 }
 
 // One element through memory: widen what is stored to T, update, narrow and store (d_new over
-// d2). The CPU kernel's scalar tail and the CUDA kernel's scalar path both run this.
+// d2). Reads the history only past the warm-up and the buffer only after the first step. The CPU
+// kernel's scalar tail and the CUDA kernel's scalar path both run this.
 template <bool kMomentum, typename P, typename H, typename T>
 C10_HOST_DEVICE inline void step_element(P* w, const P* g, H* d2, const H* d1, P* buf, int64_t i,
                                          const StepScalars<T>& s) {
   T wi = static_cast<T>(w[i]);
-  T mi = kMomentum ? static_cast<T>(buf[i]) : T(0);
+  T mi = kMomentum && !s.first ? static_cast<T>(buf[i]) : T(0);
   const T a = s.multistep ? static_cast<T>(d1[i]) : T(0);
   const T b = s.multistep ? static_cast<T>(d2[i]) : T(0);
   const T d_new = tmsgd_update<kMomentum>(wi, static_cast<T>(g[i]), a, b, mi, s);

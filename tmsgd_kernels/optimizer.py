@@ -154,28 +154,29 @@ class TMSGD(Optimizer):
             runs = self._init_group(group, *lists)
             calls.append((group, runs, lists))
         for group, runs, lists in calls:
-            for run in runs:
-                self._step_run(group, run, lists, grad_scale, found_inf)
-                if run.fresh_momentum:  # done: the next step treats the buffer as any other
+            for backend, start, end, fresh_momentum in runs:
+                self._step_run(group, backend, [values[start:end] for values in lists],
+                               fresh_momentum, grad_scale, found_inf)
+                if fresh_momentum:  # done: the next step treats the buffer as any other
                     self._plans.pop(id(group), None)
         return loss
 
     @staticmethod
-    def _step_run(group: dict, run: step_plan.Run, lists: tuple, grad_scale, found_inf) -> None:
-        params, grads, delta_even, delta_odd, momentum_buffers, steps = (
-            values[run.start:run.end] for values in lists)
+    def _step_run(group: dict, backend: str, lists: list, fresh_momentum: bool, grad_scale,
+                  found_inf) -> None:
+        params, grads, delta_even, delta_odd, momentum_buffers, steps = lists
         device = params[0].device
         lr = group["lr"]
         if isinstance(lr, torch.Tensor) and lr.device != device and lr.device.type != "cpu":
             lr = lr.to(device)
         scalars = StepScalars.from_group(group, lr)
-        if run.fresh_momentum:  # a zero buffer and no dampening give buf = g (torch's rule)
+        if fresh_momentum:  # a zero buffer and no dampening give buf = g (torch's rule)
             scalars = StepScalars(**{**scalars.__dict__, "dampening": 0.0})
         if grad_scale is not None and grad_scale.device != device:
             grad_scale = grad_scale.to(device)
         if found_inf is not None and found_inf.device != device:
             found_inf = found_inf.to(device)
-        backends.MODULES[run.backend].step(params, grads, delta_even, delta_odd,
+        backends.MODULES[backend].step(params, grads, delta_even, delta_odd,
                                            momentum_buffers, steps, scalars, grad_scale,
                                            found_inf)
 

@@ -41,16 +41,12 @@ def options(group: dict) -> tuple:
             group["backend"], group["coefficients"], group["nesterov"], group["switch_step"])
 
 
-@dataclass(frozen=True)
-class Run:
-    """Consecutive entries [start, end) of a plan's lists that one backend call steps."""
-
-    backend: str
-    start: int
-    end: int
-    # True for params whose momentum buffer was just created after they had taken steps: their
-    # first momentum step must give buf = g, which a zero buffer does when dampening is 0.
-    fresh_momentum: bool = False
+# A run: consecutive entries [start, end) of a plan's lists that one backend call steps, as a
+# plain tuple (backend name, start, end, fresh_momentum), which torch.compile takes as a constant.
+# fresh_momentum is True for params whose momentum buffer was just created after they had taken
+# steps: their first momentum step must give buf = g, which a zero buffer does when dampening
+# is 0.
+Run = tuple[str, int, int, bool]
 
 
 @dataclass
@@ -64,7 +60,7 @@ class GroupPlan:
     dtypes: tuple
     state_dicts: list
     state_tensors: dict  # key -> list, in run order
-    runs: tuple
+    runs: tuple[Run, ...]
     complex: bool  # some params are complex: the backends get real views
 
     def still_valid(self, group: dict, grads_all: list, state) -> bool:
@@ -110,11 +106,11 @@ def build(group: dict, indices_by_run: dict[tuple, list[int]], state, resolve_ba
     runs, order = [], []
     for (device, _), indices in indices_by_run.items():
         backend = resolve_backend(group["backend"], device)
-        # Params whose momentum starts now get a call of their own (see Run.fresh_momentum).
+        # Params whose momentum starts now get a call of their own (see Run).
         for fresh_run in (False, True):
             members = [i for i in indices if (i in fresh) == fresh_run]
             if members:
-                runs.append(Run(backend.name, len(order), len(order) + len(members), fresh_run))
+                runs.append((backend.name, len(order), len(order) + len(members), fresh_run))
                 order.extend(members)
     params = [params_by_index[i] for i in order]
     state_dicts = [state[p] for p in params]

@@ -4,12 +4,16 @@ Importing this package needs no Triton: the kernels live in submodules that impo
 only by `tmsgd_kernels.backends.triton_backend` once it has checked that Triton can run.
 
 Layout, one idea per file:
-    element_update.py  the per-element TM-SGD step of one block (a @triton.jit helper)
-    flat_kernel.py     one contiguous range: kernel and launch helper
-    table_kernel.py    a list of tensors through a pointer/size table: kernel and launch helper
-    pointer_table.py   builds that table on the device and caches it while the tensors stay put
-    step_count.py      the tiny kernel that advances the step counter after the update
-    launch_rule.py     block size and warps (a rule, no autotuner: the step is in place)
-    step_args.py       the scalar arguments and constexpr flags every update launch shares
-    op.py              the torch.library custom op `tmsgd_triton::step_bucket` tying them together
+    op.py               the implementation of the op tmsgd_kernels::tmsgd_step_triton: where the
+                        counts live picks the host or the device path
+    tensor_lists.py     the op's six lists, moved together
+    tensor_checks.py    the checks that run before anything changes
+    layout.py           flat ranges or a pointer table for a call's tensors, cached by address
+    pointer_table.py    the table: per-tensor addresses and numel, block -> tensor map
+    kernel_arguments.py the step's scalars (StepScalars) as kernel arguments and flags
+    element_update.py   the per-element TM-SGD step of one block (@triton.jit helpers)
+    flat_kernel.py      one range per list (flattened buffers): kernel and launch
+    table_kernel.py     any list of tensors through the pointer table: kernel and launch
+    count_kernel.py     the launch that advances counts kept on the device
+    launch_rule.py      block size and warps (a rule, no autotuner: the step is in place)
 """

@@ -1,9 +1,8 @@
 """The TM-SGD step of one block of elements, shared by the flat and the table kernel.
 
-The caller passes pointers already advanced to the block's first element and `count`, the
-number of valid elements from there. Everything step-dependent (which history slot is d1, the
-first momentum step, the warm-up) is derived from `step` read on the device, so no launch needs
-a host synchronization.
+The caller passes pointers already advanced to the block's first element, `n`, the number of
+valid elements from there, d1 and d2 already picked by the count's parity, and the count itself:
+the first momentum step and the warm-up follow from it.
 """
 
 import triton
@@ -41,14 +40,15 @@ def store_as(ptrs, x, mask, FULL: tl.constexpr):
 
 @triton.jit
 def update_elements(
-    param_ptrs, grad_ptrs, d1_ptrs, d2_ptrs, momentum_ptrs, mask, step, multistep, lr,
+    param_ptrs, grad_ptrs, d1_ptrs, d2_ptrs, momentum_ptrs, mask, later, multistep, lr,
     grad_scale, b1, b2, momentum, gain, weight_decay,
     HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
     HAS_WEIGHT_DECAY: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr, COMPUTE: tl.constexpr,
     FULL: tl.constexpr,
 ):
     """The per-element step. FULL blocks need no mask, so their loads and stores can be
-    vectorized (a mask `offsets < count` with an arbitrary count defeats that)."""
+    vectorized (a mask `offsets < n` with an arbitrary n defeats that; a mask that is one scalar
+    for the whole block, as `later` and `multistep`, does not)."""
     g = load_as(grad_ptrs, mask, COMPUTE, FULL)
     if HAS_GRAD_SCALE:
         g = g / grad_scale
@@ -60,9 +60,14 @@ def update_elements(
 
     u = g
     if HAS_MOMENTUM:
-        buf = load_as(momentum_ptrs, mask, COMPUTE, FULL)
-        # torch.optim.SGD's rule: the first step takes the gradient as the buffer.
-        buf = tl.where(step == 0, g, momentum * buf + gain * g)
+        # torch.optim.SGD's rule: the first step takes the gradient itself as the buffer. The
+        # old buffer is then not even loaded: a fresh state's garbage (or NaN) must not leak.
+        if FULL:
+            old_mask = later
+        else:
+            old_mask = mask & later
+        buf = widen(tl.load(momentum_ptrs, mask=old_mask, other=0), COMPUTE)
+        buf = tl.where(later, momentum * buf + gain * g, g)
         store_as(momentum_ptrs, buf, mask, FULL)
         if NESTEROV:
             u = g + momentum * buf
@@ -70,8 +75,7 @@ def update_elements(
             u = buf
 
     # During the warm-up the history is not read at all: the masked loads give 0, so
-    # d_new = -lr * u, the plain SGD step. (A mask that is one scalar for the whole block does
-    # not stop vectorization.)
+    # d_new = -lr * u, the plain SGD step (no 0 * inf from a history holding inf).
     if FULL:
         history_mask = multistep
     else:
@@ -86,32 +90,22 @@ def update_elements(
 
 @triton.jit
 def update_block(
-    param_ptr, grad_ptr, history_ptr, history_stride, momentum_ptr, count,
-    step_ptr, lr, lr_ptr, grad_scale_ptr, found_inf_ptr,
-    b1, b2, momentum, gain, weight_decay, switch_step,
+    param_ptr, grad_ptr, d1_ptr, d2_ptr, momentum_ptr, n, count,
+    lr, lr_ptr, grad_scale_ptr, found_inf_ptr, b1, b2, momentum, gain, weight_decay, switch_step,
     HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
     HAS_WEIGHT_DECAY: tl.constexpr, LR_ON_DEVICE: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
     HAS_FOUND_INF: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
-    HISTORY_ALIGN: tl.constexpr,
 ):
+    """Step elements [0, min(n, BLOCK)) from the given pointers, for a tensor that has taken
+    `count` steps."""
     if HAS_FOUND_INF:
         # A skipped step masks every load and store: nothing is read, nothing changes.
-        count = tl.where(tl.load(found_inf_ptr) == 0, count, 0)
-    offsets = tl.arange(0, BLOCK)
-    step = tl.load(step_ptr)
-    multistep = step >= switch_step
-    # After s completed steps slot s % 2 holds d2 (and receives d_new), slot (s + 1) % 2 holds d1.
-    parity = step % 2
-    # Triton learns a runtime int's alignment only when it is a multiple of 16; without knowing
-    # that the second row starts aligned, no history access could be vectorized. The host
-    # guarantees HISTORY_ALIGN divides the stride, so this identity only tells the compiler.
-    # (tl.multiple_of cannot mark a kernel argument: it annotates the op defining a value.)
-    history_stride = (history_stride // HISTORY_ALIGN) * HISTORY_ALIGN
-    d2_ptr = history_ptr + parity * history_stride
-    d1_ptr = history_ptr + (1 - parity) * history_stride
+        n = tl.where(tl.load(found_inf_ptr) == 0, n, 0)
+    later = count != 0
+    multistep = count >= switch_step
 
-    # Hyperparameters arrive as Python floats (fp64 scalars when compiled, see the kernels'
-    # annotations): tl.full turns them into COMPUTE scalars without a detour through fp32.
+    # Hyperparameters arrive as fp64 scalars (see the kernels' annotations): tl.full turns them
+    # into COMPUTE scalars without a detour through fp32.
     if LR_ON_DEVICE:
         lr_c = widen(tl.load(lr_ptr), COMPUTE)
     else:
@@ -125,17 +119,18 @@ def update_block(
     gain_c = tl.full([], gain, COMPUTE)
     weight_decay_c = tl.full([], weight_decay, COMPUTE)
 
-    if count >= BLOCK:
+    offsets = tl.arange(0, BLOCK)
+    if n >= BLOCK:
         update_elements(
             param_ptr + offsets, grad_ptr + offsets, d1_ptr + offsets, d2_ptr + offsets,
-            momentum_ptr + offsets, offsets < count, step, multistep, lr_c, grad_scale,
+            momentum_ptr + offsets, offsets < n, later, multistep, lr_c, grad_scale,
             b1_c, b2_c, momentum_c, gain_c, weight_decay_c,
             HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY, HAS_GRAD_SCALE, COMPUTE, True,
         )
     else:
         update_elements(
             param_ptr + offsets, grad_ptr + offsets, d1_ptr + offsets, d2_ptr + offsets,
-            momentum_ptr + offsets, offsets < count, step, multistep, lr_c, grad_scale,
+            momentum_ptr + offsets, offsets < n, later, multistep, lr_c, grad_scale,
             b1_c, b2_c, momentum_c, gain_c, weight_decay_c,
             HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY, HAS_GRAD_SCALE, COMPUTE, False,
         )

@@ -1,48 +1,49 @@
-"""The step over one contiguous range (one tensor, or a bucket whose params and grads each lie
-back to back in one storage): program i takes elements [i * BLOCK, (i + 1) * BLOCK)."""
+"""The step over one range per list (flattened buffers: each list's tensors back to back in one
+storage), for counts read on the host: program i takes elements [i * BLOCK, (i + 1) * BLOCK)."""
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
 from .element_update import update_block
-from .launch_rule import flat_config
-from .step_args import StepArgs
+from .kernel_arguments import KernelArguments
+from .tensor_lists import TensorLists
 
 
-@triton.jit
+# The count and switch_step change from step to step: compiling a variant for the values Triton
+# would otherwise specialize on (1, multiples of 16) buys nothing.
+@triton.jit(do_not_specialize=["count", "switch_step"])
 def tmsgd_flat_kernel(
-    param_ptr, grad_ptr, history_ptr, history_stride, momentum_ptr, numel,
-    step_ptr, lr: tl.float64, lr_ptr, grad_scale_ptr, found_inf_ptr,
+    param_ptr, grad_ptr, d1_ptr, d2_ptr, momentum_ptr, numel, count,
+    lr: tl.float64, lr_ptr, grad_scale_ptr, found_inf_ptr,
     b1: tl.float64, b2: tl.float64, momentum: tl.float64, gain: tl.float64,
     weight_decay: tl.float64, switch_step,
     HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
     HAS_WEIGHT_DECAY: tl.constexpr, LR_ON_DEVICE: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
     HAS_FOUND_INF: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
-    HISTORY_ALIGN: tl.constexpr,
 ):
-    # int64 offsets: a flat bucket may hold more than 2**31 elements.
+    # int64 offsets: a flat buffer may hold more than 2**31 elements.
     start = tl.program_id(0).to(tl.int64) * BLOCK
     update_block(
-        param_ptr + start, grad_ptr + start, history_ptr + start, history_stride,
-        momentum_ptr + start, numel - start,
-        step_ptr, lr, lr_ptr, grad_scale_ptr, found_inf_ptr,
-        b1, b2, momentum, gain, weight_decay, switch_step,
-        HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY, LR_ON_DEVICE, HAS_GRAD_SCALE,
-        HAS_FOUND_INF, COMPUTE, BLOCK, HISTORY_ALIGN,
+        param_ptr + start, grad_ptr + start, d1_ptr + start, d2_ptr + start,
+        momentum_ptr + start, numel - start, count,
+        lr, lr_ptr, grad_scale_ptr, found_inf_ptr, b1, b2, momentum, gain, weight_decay,
+        switch_step, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY, LR_ON_DEVICE,
+        HAS_GRAD_SCALE, HAS_FOUND_INF, COMPUTE, BLOCK,
     )
 
 
-def launch_flat(param: torch.Tensor, grad: torch.Tensor, args: StepArgs) -> None:
-    """Step the 1-D contiguous `param` (history and momentum columns from 0) in one launch."""
-    numel = param.numel()
-    if numel == 0:
-        return
-    block, warps = flat_config(numel, param.device)
-    grid = (triton.cdiv(numel, block),)
-    tmsgd_flat_kernel[grid](
-        param, grad, args.history, args.history.stride(0), args.momentum_or(param), numel,
-        *args.scalar_args(), **args.flags(), BLOCK=block, num_warps=warps,
+def launch_flat(lists: TensorLists, first: int, numel: int, block: int, warps: int, count: int,
+                args: KernelArguments) -> None:
+    """Step `numel` elements from tensor `first` of every list (the first non-empty one) for
+    tensors that have taken `count` steps (or any count of the same class)."""
+    even, odd = lists.delta_even[first], lists.delta_odd[first]
+    # A count k reads d2 from slot k % 2 and writes d_new there; d1 is the other slot.
+    d1, d2 = (even, odd) if count % 2 else (odd, even)
+    param = lists.params[first]
+    momentum = lists.momentum_buffers[first] if lists.momentum_buffers else param
+    tmsgd_flat_kernel[(triton.cdiv(numel, block),)](
+        param, lists.grads[first], d1, d2, momentum, numel, count, *args.scalars, **args.flags,
+        BLOCK=block, num_warps=warps,
     )

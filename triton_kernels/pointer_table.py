@@ -1,32 +1,32 @@
-"""The pointer/size table the table kernel walks: built on the device once per layout and reused
-while the params and grads stay at the same addresses.
+"""The pointer table the table kernel walks: one int64 tensor on the params' device.
 
-One int64 tensor, in sections (T tensors, B blocks):
-    [0, T)        param data_ptr          [T, 2T)   grad data_ptr
-    [2T, 3T)      first history column     [3T, 4T)  numel
-    [4T, 4T + B)  block -> tensor index    [4T + B, 4T + 2B)  block -> first element in it
-Program b steps elements [start, start + BLOCK) of tensor index[b]. The history and momentum
-columns of a tensor are its first column plus the element index, so they need no pointers.
+    rows        [0, ROW * T): per tensor t, at ROW * t + field: the addresses of its param,
+                grad, delta_even, delta_odd, momentum buffer and step count, and its numel
+    block map   [ROW * T, ROW * T + 2 * B): per program b, the tensor it steps and the first
+                element of its block (a multiple of BLOCK)
 
-The table's content is a function of its key (every data_ptr and numel, the device, dtype and
-block size), so a hit is always correct even when a freed tensor's address is reused. Built once, a
-step costs no host-to-device copy; a miss (a moved tensor, e.g. a new .grad after
-zero_grad(set_to_none=True) on an allocator that does not hand back the same block) rebuilds it.
+A row is padded to eight int64s, 64 bytes, so that the fields one program reads share a cache
+line. Fields nothing reads hold 0: the momentum address without momentum, the step address when
+the counts live on the host (each launch then gets its class's count as an argument).
+
+The table's content is a function of the addresses, the numels and the block size, which is what
+layout.py keys its cache on.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-# The table kernel's alignment hint requires first columns that are multiples of this.
-ALIGN_ELEMENTS = 8
+from .tensor_lists import TensorLists
 
-# Enough for every bucket of a large model plus a few generations of moved grads.
-CACHE_SIZE = 64
+ROW = 8
+PARAM, GRAD, DELTA_EVEN, DELTA_ODD, MOMENTUM, STEP, NUMEL = range(7)
+
+# Tables used while a CUDA graph was being captured: a replay reads them at their captured
+# address for as long as the graph lives, so they are never freed (not even when evicted).
+_captured: list = []
 
 
 @dataclass(frozen=True)
@@ -34,43 +34,36 @@ class PointerTable:
     table: torch.Tensor
     tensors: int
     blocks: int
-    # Every param/grad address is 16-byte aligned and every first column a multiple of 8.
+    # Every address a program reads through is 16-byte aligned: the kernel may say so, which
+    # lets the compiler use vector loads (addresses read from memory carry no alignment facts).
     aligned: bool
 
 
-_cache: OrderedDict[tuple, PointerTable] = OrderedDict()
-_stats = {"hits": 0, "builds": 0}
-# Tables used while a CUDA graph was being captured: a replay reads them at their captured
-# address for as long as the graph lives, so they are never freed (not even when evicted).
-_captured: list = []
-
-
-def _capturing(device: torch.device) -> bool:
+def capturing(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
-def _build(
-    params: list[torch.Tensor], grads: list[torch.Tensor], numels: list[int], block: int
-) -> PointerTable:
-    columns, offset = [], 0
-    for n in numels:
-        columns.append(offset)
-        offset += n
-    block_tensor, block_start = [], []
-    for index, n in enumerate(numels):
-        for start in range(0, n, block):
-            block_tensor.append(index)
-            block_start.append(start)
-    host = torch.tensor(
-        [p.data_ptr() for p in params] + [g.data_ptr() for g in grads] + columns + numels
-        + block_tensor + block_start,
-        dtype=torch.int64,
-    )
-    addresses = [t.data_ptr() for t in params + grads]
-    aligned = all(a % 16 == 0 for a in addresses)
-    aligned = aligned and all(c % ALIGN_ELEMENTS == 0 for c in columns)
-    device = params[0].device
-    if _capturing(device):
+def retain_if_capturing(table: PointerTable) -> None:
+    if capturing(table.table.device):
+        _captured.append(table)
+
+
+def build(lists: TensorLists, block: int, counts_on_device: bool) -> PointerTable:
+    rows, block_map, addresses = [], [], []
+    momentum = lists.momentum_buffers or [None] * len(lists.params)
+    for index, (p, g, even, odd, buf, count) in enumerate(zip(
+            lists.params, lists.grads, lists.delta_even, lists.delta_odd, momentum, lists.steps)):
+        numel = p.numel()
+        streams = [t.data_ptr() for t in (p, g, even, odd, buf) if t is not None]
+        if numel:
+            addresses += streams
+        rows += [*streams[:4], streams[4] if buf is not None else 0,
+                 count.data_ptr() if counts_on_device else 0, numel, 0]
+        for start in range(0, numel, block):
+            block_map += [index, start]
+    host = torch.tensor(rows + block_map, dtype=torch.int64)
+    device = lists.params[0].device
+    if capturing(device):
         # A pageable host-to-device copy is not allowed during capture; a pinned one is, and is
         # recorded into the graph, so its pinned source must stay alive too.
         host = host.pin_memory()
@@ -78,42 +71,5 @@ def _build(
         table = host.to(device, non_blocking=True)
     else:
         table = host.to(device)
-    return PointerTable(table, len(params), len(block_tensor), aligned)
-
-
-def pointer_table(
-    params: list[torch.Tensor], grads: list[torch.Tensor], numels: list[int], block: int,
-    check: Callable[[list[torch.Tensor], list[torch.Tensor]], None] | None = None,
-) -> PointerTable:
-    """The table for these tensors, from the cache when none of them has moved; `check` runs
-    before a table is built (a new layout), never on a hit."""
-    # The dtype is not in the table, but `check` ran for one dtype only.
-    key = (
-        params[0].device,
-        params[0].dtype,
-        block,
-        # map over the unbound method: no Python frame per tensor (this runs every step).
-        tuple(map(torch.Tensor.data_ptr, params)),
-        tuple(map(torch.Tensor.data_ptr, grads)),
-        tuple(numels),
-    )
-    found = _cache.get(key)
-    if found is not None:
-        _cache.move_to_end(key)
-        _stats["hits"] += 1
-    else:
-        if check is not None:
-            check(params, grads)
-        found = _build(params, grads, numels, block)
-        _stats["builds"] += 1
-        _cache[key] = found
-        if len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
-    if _capturing(found.table.device):
-        _captured.append(found)
-    return found
-
-
-def cache_stats() -> dict[str, int]:
-    """Hits and builds since the process started (for tests and benchmarks)."""
-    return dict(_stats)
+    aligned = all(address % 16 == 0 for address in addresses)
+    return PointerTable(table, len(lists.params), len(block_map) // 2, aligned)

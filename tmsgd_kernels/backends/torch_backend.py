@@ -75,7 +75,7 @@ def host_step(params, grads, delta_even, delta_odd, momentum_buffers, steps, sca
         return
     lr = scalars.lr.item() if isinstance(scalars.lr, torch.Tensor) else scalars.lr
     with_momentum = scalars.momentum != 0
-    keys = [(k % 2, k == 0, k >= scalars.switch_step)
+    keys = [(k % 2, with_momentum and k == 0, k >= scalars.switch_step)
             for k in torch.stack(steps).view(-1).tolist()]
     lists = (params, grads, delta_even, delta_odd, momentum_buffers)
     if keys.count(keys[0]) == len(keys):  # the usual case: every param at the same count
