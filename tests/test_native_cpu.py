@@ -158,11 +158,12 @@ def check_against(call: Call, oracles: list[OracleParam], tolerance: Tolerance, 
 
 
 def run_against_oracle(call: Call, options: dict, steps: int = 12, lr=0.05, grad_scale=None,
-                       skip=(), history_from: int = 1) -> None:
+                       skip=(), history_from: int = 1, scalars_device=None) -> None:
     """Step `call` and the oracle `steps` times with the same grads; compare after each step.
     lr may be a tensor; grad_scale (a float) scales the grads up and is passed as a tensor;
-    the steps in `skip` get found_inf = 1."""
-    device = call.params[0].device
+    the steps in `skip` get found_inf = 1. grad_scale and found_inf are made on
+    `scalars_device` (default: the params' device)."""
+    device = scalars_device or call.params[0].device
     oracles = [OracleParam(p) for p in call.params]
     tolerance = Tolerance(call.dtype, call.history_dtype, options.get("momentum", 0.0))
     for k in range(steps):
@@ -344,7 +345,10 @@ def test_oracle_channels_last_param_and_strided_grads():
 
 
 def test_empty_lists_are_not_a_call():
-    OP([], [], [], [], [], [], 0.1, None, B1, B2, 0.9, 0.0, 0.0, False, False, 0, None, None)
+    # Without a tensor the dispatcher cannot pick a kernel by itself: name the CPU one.
+    cpu = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
+    OP.redispatch(cpu, [], [], [], [], [], [], 0.1, None, B1, B2, 0.9, 0.0, 0.0, False, False,
+                  0, None, None)
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])

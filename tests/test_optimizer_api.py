@@ -95,7 +95,7 @@ def test_complex_params_step_as_their_real_view(backend, device):
         complex_opt.step()
         real_opt.step()
     assert torch.equal(torch.view_as_real(z), r)
-    assert complex_opt.state_dict()["state"][0]["d1"].shape == (17, 2)
+    assert complex_opt.state_dict()["state"][0]["delta_even"].shape == (17, 2)
 
 
 def test_non_contiguous_param(backend, device):

@@ -1,116 +1,267 @@
-"""The pointer table: built once per layout, reused while the tensors stay put, rebuilt when one
-moves; and the flat path for params that lie back to back in one buffer (no table at all)."""
+"""How the Triton backend finds its way to the tensors: the layout cache (hit while every address
+stays, rebuilt when one moves, bounded), the flat path for flattened buffers, the pointer table's
+alignment hint, and the checks that run before anything changes."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from test_triton_step import DEVICE, MODES, REASON, Trajectory, counts_device, make_params, step_with
 
-from tmsgd_kernels.backends import torch_backend, triton_backend, unavailable_reason
-from tmsgd_kernels.step_options import StepOptions
+from tmsgd_kernels.step_scalars import StepScalars
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-pytestmark = pytest.mark.skipif(
-    unavailable_reason("triton", DEVICE) is not None,
-    reason=f"triton on {DEVICE}: {unavailable_reason('triton', DEVICE)}",
-)
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"triton on {DEVICE}: {REASON}")
 
 SIZES = [5, 300, 1]
-OPTIONS = StepOptions(lr=0.05, b1=0.5, b2=-0.5)
 
 
 def stats() -> dict[str, int]:
-    from tmsgd_kernels.triton_kernels.pointer_table import cache_stats
+    from tmsgd_kernels.triton_kernels.layout import cache_stats
 
     return cache_stats()
 
 
-def new_state(total: int):
-    return (torch.zeros(2, total, device=DEVICE), None,
-            torch.zeros((), dtype=torch.int64, device=DEVICE))
+def changed(before: dict) -> dict:
+    after = stats()
+    return {k: after[k] - before[k] for k in ("hits", "builds", "tables")}
 
 
-def grads_for(params, seed):
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.randn(p.shape, generator=generator).to(DEVICE) for p in params]
-
-
-def step_both(params, reference, grads, state, reference_state) -> None:
-    triton_backend.step_bucket(params, grads, *state, OPTIONS)
-    torch_backend.step_bucket(reference, [g.clone() for g in grads], *reference_state, OPTIONS)
-    for a, b in zip(params, reference):
-        torch.testing.assert_close(a, b, rtol=4e-7, atol=4e-7)
-
-
-def test_table_reused_while_tensors_stay_and_rebuilt_when_they_move():
-    params = [torch.randn(n, device=DEVICE) for n in SIZES]
-    reference = [p.clone() for p in params]
-    state, reference_state = new_state(sum(SIZES)), new_state(sum(SIZES))
-    grads = grads_for(params, 0)
+@pytest.mark.parametrize("mode", MODES)
+def test_layout_reused_while_tensors_stay_and_rebuilt_when_one_moves(mode):
+    run = Trajectory(make_params([(n,) for n in SIZES], torch.float32), mode, momentum=0.9)
+    grads = [torch.randn(n, device=DEVICE) for n in SIZES]
+    before = stats()
+    run.step(grads=grads)
+    # Host: one lookup per call; device: the same.
+    assert changed(before) == {"hits": 0, "builds": 1, "tables": 1}
 
     before = stats()
-    step_both(params, reference, grads, state, reference_state)
-    after_first = stats()
-    assert after_first["builds"] == before["builds"] + 1
+    for _ in range(2):  # same tensors, new values: reused
+        for g in grads:
+            g.normal_()
+        run.step(grads=grads)
+    assert changed(before) == {"hits": 2, "builds": 0, "tables": 0}
 
-    for seed in (1, 2):  # same tensors, new values: the table is reused
-        for g, new in zip(grads, grads_for(params, seed)):
-            g.copy_(new)
-        step_both(params, reference, grads, state, reference_state)
-    reused = stats()
-    assert reused["builds"] == after_first["builds"]
-    assert reused["hits"] == after_first["hits"] + 2
+    # A grad replaced by a new tensor (as after zero_grad(set_to_none=True)) moves: a rebuild,
+    # and the step must read the new grad, not the old address (the oracle checks).
+    grads[1] = torch.randn(SIZES[1], device=DEVICE)
+    before = stats()
+    run.step(grads=grads)
+    assert changed(before)["builds"] == 1
 
-    # A grad replaced by a new tensor (as after zero_grad(set_to_none=True)) moves: rebuild, and
-    # the step must read the new grad, not the old address.
-    grads[1] = grads_for(params, 3)[1].clone()
-    step_both(params, reference, grads, state, reference_state)
-    assert stats()["builds"] == reused["builds"] + 1
+    # So does a param, and a state tensor (load_state_dict replaces them).
+    run.params[0] = run.params[0].clone()
+    run.delta_odd[2] = run.delta_odd[2].clone()
+    before = stats()
+    run.step(grads=grads)
+    assert changed(before)["builds"] == 1
 
-    # A param that moves (a new tensor with the same values) rebuilds too.
-    params[0] = params[0].clone()
-    step_both(params, reference, grads, state, reference_state)
-    assert stats()["builds"] == reused["builds"] + 2
+    # A count that moves matters only where the kernels read counts through the table.
+    run.steps[1] = run.steps[1].clone()
+    before = stats()
+    run.step(grads=grads)
+    assert changed(before)["builds"] == (1 if mode == "device" else 0)
 
 
-def test_back_to_back_params_take_the_flat_kernel_without_a_table():
-    total = sum(SIZES)
-    flat_params = torch.randn(total, device=DEVICE)
-    flat_grads = torch.randn(total, device=DEVICE)
-    params = list(flat_params.split(SIZES))
-    grads = list(flat_grads.split(SIZES))
-    reference = [p.clone() for p in params]
-    state, reference_state = new_state(total), new_state(total)
+def flat_run(mode, sizes=SIZES, momentum=0.9) -> Trajectory:
+    """A Trajectory whose every list is views of one flat buffer, as flattened params give."""
+
+    def flat(dtype=torch.float32):
+        return list(torch.zeros(sum(sizes), dtype=dtype, device=DEVICE).split(sizes))
+
+    params = flat()
+    for p, value in zip(params, make_params([(n,) for n in sizes], torch.float32)):
+        p.copy_(value)
+    run = Trajectory(params, mode, momentum=momentum)
+    run.delta_even, run.delta_odd = flat(), flat()
+    run.buffers = flat() if momentum else []
+    return run
+
+
+def flat_grads(sizes=SIZES):
+    return list(torch.randn(sum(sizes), device=DEVICE).split(sizes))
+
+
+def test_flattened_buffers_take_the_flat_kernel_without_a_table():
+    run = flat_run("host")
+    grads = flat_grads()
     before = stats()
     for _ in range(3):
-        step_both(params, reference, grads, state, reference_state)
-    assert stats() == before, "a flat bucket must not build or even look up a pointer table"
+        for g in grads:
+            g.normal_()
+        run.step(grads=grads)
+    assert changed(before) == {"hits": 2, "builds": 1, "tables": 0}
 
 
-def test_views_that_are_not_back_to_back_use_the_table():
+def test_flat_buffers_with_empty_tensors_and_momentum_off():
+    sizes = [0, 4, 0, 9, 0]
+    run = flat_run("host", sizes, momentum=0.0)
+    before = stats()
+    for _ in range(3):
+        run.step(grads=flat_grads(sizes))
+    assert changed(before)["tables"] == 0
+
+
+def test_flat_buffers_with_different_counts_step_per_class_through_tables():
+    """Flat needs one class of counts: a call with several launches once per class, each class
+    a subset of the tensors with a layout of its own."""
+    run = flat_run("host")
+    run.step([0, 1, 2], grads=flat_grads())
+    run.step([1], grads=[torch.randn(SIZES[1], device=DEVICE)])
+    before = stats()
+    for _ in range(3):
+        run.step(grads=flat_grads())
+    assert changed(before)["tables"] >= 1
+
+
+def test_flat_buffers_with_counts_on_device_use_the_table():
+    """The host cannot see whether device counts agree (not without a synchronization), so
+    every program reads its own tensor's count through the table."""
+    run = flat_run("device")
+    before = stats()
+    run.step(grads=flat_grads())
+    run.step([0, 2], grads=flat_grads()[0::2])
+    run.step(grads=flat_grads())
+    assert changed(before)["tables"] >= 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_views_that_are_not_back_to_back_use_the_table(mode):
     storage = torch.randn(400, device=DEVICE)
     params = [storage[0:5], storage[10:310], storage[399:400]]  # gaps between them
-    reference = [p.clone() for p in params]
-    grads = grads_for(params, 4)
-    state, reference_state = new_state(sum(SIZES)), new_state(sum(SIZES))
+    run = Trajectory(params, mode)
     untouched = storage[5:10].clone()
     before = stats()
-    step_both(params, reference, grads, state, reference_state)
-    assert stats()["builds"] == before["builds"] + 1
+    run.step()
+    assert changed(before)["tables"] == 1
     assert torch.equal(storage[5:10], untouched), "the gap between params must not be written"
 
 
 def test_alignment_hint_only_for_aligned_layouts():
-    """The table kernel is told its pointers are 16-byte aligned (so it can vectorize) only when
-    every address is and every first column is a multiple of 8 elements."""
-    from tmsgd_kernels.triton_kernels.pointer_table import pointer_table
+    """The table kernel is told its addresses are 16-byte aligned (so it can vectorize) only when
+    every address it reads through is."""
+    from tmsgd_kernels.triton_kernels import layout
+    from tmsgd_kernels.triton_kernels.tensor_lists import TensorLists
 
-    def table(sizes, offset=0):
-        storage = torch.zeros(sum(sizes) + offset + 64, device=DEVICE)
-        params = [torch.zeros(n, device=DEVICE) for n in sizes]
-        grads = [storage[offset : offset + n] for n in sizes]  # views may be misaligned
-        return pointer_table(params, grads, list(sizes), 64)
+    def table(offset):
+        storage = torch.zeros(100, device=DEVICE)
+        params = [torch.zeros(8, device=DEVICE), torch.zeros(16, device=DEVICE)]
+        grads = [storage[offset:offset + 8], storage[32:48]]
+        states = [[torch.zeros_like(p) for p in params] for _ in range(3)]
+        steps = [torch.zeros((), dtype=torch.int64) for _ in params]
+        found, _ = layout.lookup(TensorLists(params, grads, *states, steps), False)
+        return found.table
 
-    assert table([8, 64, 16]).aligned
-    assert not table([5, 64, 16]).aligned  # second first column is 5
-    assert not table([8, 64, 16], offset=1).aligned  # a grad 4 bytes off alignment
+    assert table(0).aligned
+    assert not table(1).aligned  # one grad 4 bytes past alignment
+
+
+def test_cache_stays_bounded():
+    from tmsgd_kernels.triton_kernels.layout import CACHE_SIZE
+
+    run = Trajectory(make_params([(3,), (4,)], torch.float32), "host")
+    for _ in range(CACHE_SIZE + 3):
+        run.step(grads=[torch.randn(3, device=DEVICE), torch.randn(4, device=DEVICE)],
+                 check=False)
+        run.params[0] = run.params[0].clone()  # a new address: a new layout every step
+    assert stats()["cached"] <= CACHE_SIZE
+    run.check()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_grads_in_another_layout_are_copied_and_not_cached(mode):
+    """Copies are new every step: caching their layout would only push others out."""
+    from tmsgd_kernels.triton_kernels import layout
+
+    layout._cache.clear()
+    run = Trajectory(make_params([(4, 6)], torch.float32), mode)
+    grad = torch.randn(6, 4, device=DEVICE).t()  # column-major, the param row-major
+    before = stats()
+    for _ in range(3):
+        grad.normal_()
+        run.step(grads=[grad])
+    assert changed(before)["builds"] == 3
+    assert stats()["cached"] == 0
+
+
+# ----------------------------------------------------------------------------------- checks
+
+
+def lists(mode, momentum=0.0, sizes=(3, 5)):
+    params = [torch.randn(n, device=DEVICE) for n in sizes]
+    return dict(
+        params=params,
+        grads=[torch.randn_like(p) for p in params],
+        delta_even=[torch.zeros_like(p) for p in params],
+        delta_odd=[torch.zeros_like(p) for p in params],
+        buffers=[torch.zeros_like(p) for p in params] if momentum else [],
+        steps=[torch.zeros((), dtype=torch.int64, device=counts_device(mode)) for _ in params],
+    )
+
+
+def broken(name):
+    """Each case: (what to change in the lists, the momentum, a word the error must contain)."""
+    cases = {
+        "fewer grads": (lambda t: t["grads"].pop(), 0.0, "grads"),
+        "fewer counts": (lambda t: t["steps"].pop(), 0.0, "steps"),
+        "buffers without momentum": (
+            lambda t: t.__setitem__("buffers", [torch.zeros(3, device=DEVICE)] * 2), 0.0,
+            "momentum_buffers"),
+        "no buffers with momentum": (lambda t: t.__setitem__("buffers", []), 0.9,
+                                     "momentum_buffers"),
+        "grad shape": (lambda t: t["grads"].__setitem__(1, torch.zeros(4, device=DEVICE)), 0.0,
+                       "grads[1]"),
+        "grad dtype": (lambda t: t["grads"].__setitem__(
+            0, torch.zeros(3, dtype=torch.float64, device=DEVICE)), 0.0, "grads[0]"),
+        "history dtypes differ": (lambda t: t["delta_odd"].__setitem__(
+            1, torch.zeros(5, dtype=torch.float16, device=DEVICE)), 0.0, "delta_odd[1]"),
+        "history strides": (lambda t: t["delta_even"].__setitem__(
+            1, torch.zeros(10, device=DEVICE)[::2]), 0.0, "delta_even[1]"),
+        "buffer dtype": (lambda t: t["buffers"].__setitem__(
+            0, torch.zeros(3, dtype=torch.float64, device=DEVICE)), 0.9, "momentum_buffers[0]"),
+        "strided param": (lambda t: t["params"].__setitem__(
+            1, torch.zeros(10, device=DEVICE)[::2]), 0.0, "dense"),
+        "params dtypes differ": (lambda t: t["params"].__setitem__(
+            1, torch.zeros(5, dtype=torch.float64, device=DEVICE)), 0.0, "params[1]"),
+        "integer params": (lambda t: [t[k].__setitem__(0, torch.zeros(
+            3, dtype=torch.int32, device=DEVICE)) for k in ("params", "grads")], 0.0, "int32"),
+        "float count": (lambda t: t["steps"].__setitem__(
+            0, torch.zeros((), device=t["steps"][1].device)), 0.0, "int64"),
+        "two-element count": (lambda t: t["steps"].__setitem__(
+            1, torch.zeros(2, dtype=torch.int64, device=t["steps"][0].device)), 0.0, "steps"),
+    }
+    return cases[name]
+
+
+CHECKS = ["fewer grads", "fewer counts", "buffers without momentum", "no buffers with momentum",
+          "grad shape", "grad dtype", "history dtypes differ", "history strides",
+          "buffer dtype", "strided param", "params dtypes differ", "integer params",
+          "float count", "two-element count"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", CHECKS)
+def test_bad_input_raises_before_anything_changes(name, mode):
+    change, momentum, word = broken(name)
+    tensors = lists(mode, momentum=momentum or 0.9)
+    if not momentum:
+        tensors["buffers"] = []
+    change(tensors)
+    before = [t.clone() for key in tensors for t in tensors[key]]
+    with pytest.raises((ValueError, TypeError), match=word.replace("[", r"\[")):
+        step_with(mode, tensors["params"], tensors["grads"], tensors["delta_even"],
+                  tensors["delta_odd"], tensors["buffers"], tensors["steps"],
+                  StepScalars(0.1, momentum=momentum))
+    after = [t for key in tensors for t in tensors[key]]
+    assert all(torch.equal(a, b) for a, b in zip(after, before)), "something changed"
+
+
+@pytest.mark.parametrize("what", ["grad_scale", "found_inf", "lr"])
+def test_scalar_tensors_must_have_one_element(what):
+    tensors = lists("host")
+    two = torch.ones(2, device=DEVICE)
+    scalars = StepScalars(two if what == "lr" else 0.1)
+    with pytest.raises(ValueError, match="one element"):
+        step_with("host", tensors["params"], tensors["grads"], tensors["delta_even"],
+                  tensors["delta_odd"], [], tensors["steps"], scalars,
+                  two if what == "grad_scale" else None, two if what == "found_inf" else None)
