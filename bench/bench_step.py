@@ -34,14 +34,11 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from timing import machine  # noqa: E402
 
-from tmsgd_kernels import TMSGD, native_op  # noqa: E402
-from tmsgd_kernels.backends import torch_backend  # noqa: E402
-from tmsgd_kernels.step_options import StepOptions  # noqa: E402
+from tmsgd_kernels import TMSGD, native_extension  # noqa: E402
 
 SIZES = [1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 24, 1 << 26]
 QUICK_SIZES = [1 << 20, 1 << 24]
 BYTES = {"tmsgd": 24, "stream": 12}
-B1, B2 = 0.5, -0.5  # paper coefficients in delta form
 LR = 1e-3
 
 
@@ -79,21 +76,13 @@ def peers(shapes) -> dict[str, tuple[callable, str]]:
     """name -> (step function, byte model), each with its own tensors."""
     generator = torch.Generator().manual_seed(0)
     out = {}
-    if native_op.has_kernel("CPU"):
+    if native_extension.has_kernel("CPU"):
         out["tmsgd[cpu]"] = (TMSGD(_params(shapes, generator), lr=LR, backend="cpu").step,
                              "tmsgd")
     out["tmsgd[torch]"] = (TMSGD(_params(shapes, generator), lr=LR, backend="torch").step, "tmsgd")
 
-    params = [p.detach() for p in _params(shapes, generator)]
-    grads = [torch.randn(p.shape, generator=generator) * 1e-3 for p in params]
-    total = sum(p.numel() for p in params)
-    history = torch.zeros(2, total)
-    step = torch.zeros((), dtype=torch.int64)
-    compiled = torch.compile(torch_backend.step_bucket, fullgraph=True)
-    out["compile[torch]"] = (
-        lambda: compiled(params, grads, history, None, step, StepOptions(LR, B1, B2)),
-        "tmsgd",
-    )
+    compiled = TMSGD(_params(shapes, generator), lr=LR, backend="torch")
+    out["compile[torch]"] = (torch.compile(compiled.step, fullgraph=True), "tmsgd")
     out["sgd[foreach]"] = (
         torch.optim.SGD(_params(shapes, generator), lr=LR, foreach=True).step, "stream")
     out["sgd[fused]"] = (
@@ -183,7 +172,7 @@ def main() -> None:
         rows += rows_for("resnet50", numel, medians, kinds)
 
     info = machine()
-    info["cpu_kernel"] = native_op.cpu_capability()
+    info["cpu_kernel"] = native_extension.cpu_capability()
     print(f"CPU optimizer step, fp32, no momentum: {info['cpu']}, {info['cores']} cores, "
           f"{info['torch_threads']} threads, torch {info['torch']}, kernel {info['cpu_kernel']}; "
           f"median of {args.repeats} interleaved steps")
