@@ -154,12 +154,28 @@ class TMSGD(Optimizer):
             runs = self._init_group(group, *lists)
             calls.append((group, runs, lists))
         for group, runs, lists in calls:
-            for backend, start, end, fresh_momentum in runs:
-                self._step_run(group, backend, [values[start:end] for values in lists],
-                               fresh_momentum, grad_scale, found_inf)
+            for number, (backend, start, end, fresh_momentum) in enumerate(runs):
+                run_lists = [values[start:end] for values in lists]
+                if not torch.compiler.is_compiling():
+                    run_lists = self._flat_lists(group, number, run_lists)
+                self._step_run(group, backend, run_lists, fresh_momentum, grad_scale, found_inf)
+                if len(run_lists[5]) < end - start:  # stepped as one range: copy its count
+                    steps = lists[5][start + 1:end]
+                    torch._foreach_copy_(steps, [lists[5][start]] * len(steps))
                 if fresh_momentum:  # done: the next step treats the buffer as any other
                     self._plans.pop(id(group), None)
         return loss
+
+    def _flat_lists(self, group: dict, number: int, run_lists: list) -> list:
+        """The run as one range (flatten_parameters), when it has one and its gradients are
+        still where they were when the plan was made; else the run as given."""
+        flat = self._plans[id(group)].flat.get(number)
+        grads = run_lists[1]
+        if flat is None or tuple(map(torch.Tensor.data_ptr, grads)) != flat.grad_addresses:
+            return run_lists
+        buffers = [] if flat.momentum_buffer is None else [flat.momentum_buffer]
+        return [[flat.param], [flat.grad], [flat.delta_even], [flat.delta_odd], buffers,
+                run_lists[5][:1]]
 
     @staticmethod
     def _step_run(group: dict, backend: str, lists: list, fresh_momentum: bool, grad_scale,

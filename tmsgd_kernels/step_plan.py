@@ -17,6 +17,7 @@ from operator import attrgetter, is_, is_not, itemgetter
 
 import torch
 
+from . import flatten
 from .param_state import prepare, real_view
 from .validation import validate_gradient
 
@@ -49,6 +50,19 @@ def options(group: dict) -> tuple:
 Run = tuple[str, int, int, bool]
 
 
+@dataclass(frozen=True)
+class FlatRun:
+    """A run whose params, gradients and state each lie back to back in one storage
+    (flatten_parameters): stepped as one range, while the gradients stay where they were."""
+
+    param: torch.Tensor
+    grad: torch.Tensor
+    grad_addresses: tuple
+    delta_even: torch.Tensor
+    delta_odd: torch.Tensor
+    momentum_buffer: torch.Tensor | None
+
+
 @dataclass
 class GroupPlan:
     group_params: list
@@ -62,6 +76,7 @@ class GroupPlan:
     state_tensors: dict  # key -> list, in run order
     runs: tuple[Run, ...]
     complex: bool  # some params are complex: the backends get real views
+    flat: dict[int, FlatRun]  # run index -> its one-range form, for runs that have one
 
     def still_valid(self, group: dict, grads_all: list, state) -> bool:
         if group["params"] is not self.group_params or options(group) != self.options:
@@ -113,6 +128,13 @@ def build(group: dict, indices_by_run: dict[tuple, list[int]], state, resolve_ba
                 runs.append((backend.name, len(order), len(order) + len(members), fresh_run))
                 order.extend(members)
     params = [params_by_index[i] for i in order]
+    flat = {}
+    for number, (_, start, end, fresh_run) in enumerate(runs):
+        members = params[start:end]
+        if not fresh_run and len(members) > 1:
+            flat_run = _flat_run(members, [state[p] for p in members], group["momentum"] != 0)
+            if flat_run is not None:
+                flat[number] = flat_run
     state_dicts = [state[p] for p in params]
     keys = _STATE_KEYS + (("momentum_buffer",) if group["momentum"] != 0 else ())
     return GroupPlan(
@@ -127,7 +149,36 @@ def build(group: dict, indices_by_run: dict[tuple, list[int]], state, resolve_ba
         state_tensors={key: [s[key] for s in state_dicts] for key in keys},
         runs=tuple(runs),
         complex=any(p.is_complex() for p in params),
+        flat=flat,
     )
+
+
+def _flat_run(params: list, states: list[dict], momentum: bool) -> FlatRun | None:
+    """The one-range form of a run, if its params and gradients lie back to back in one storage
+    and its params have all taken the same number of steps; the run's state is moved into one
+    buffer per key (each param's state becomes a view of it) unless it already is."""
+    if any(p.is_complex() for p in params):
+        return None
+    param = flatten.one_range(params)
+    grad = flatten.one_range([p.grad for p in params]) if param is not None else None
+    if grad is None or len({int(s["step"]) for s in states}) != 1:
+        return None
+    flat_state = {}
+    for key in ("delta_even", "delta_odd") + (("momentum_buffer",) if momentum else ()):
+        values = [s[key] for s in states]
+        flat_state[key] = flatten.one_range(values)
+        if flat_state[key] is None:
+            buffer = torch.empty(param.numel(), dtype=values[0].dtype, device=param.device)
+            offset = 0
+            for state, value, p in zip(states, values, params):
+                view = buffer.as_strided(p.shape, p.stride(), offset)
+                view.copy_(value)
+                state[key] = view
+                offset += p.numel()
+            flat_state[key] = buffer
+    return FlatRun(param, grad, tuple(p.grad.data_ptr() for p in params),
+                   flat_state["delta_even"], flat_state["delta_odd"],
+                   flat_state.get("momentum_buffer"))
 
 
 def dense(grads: tuple) -> bool:
