@@ -162,7 +162,10 @@ class TMSGD(Optimizer):
                 if len(run_lists[5]) < end - start:  # stepped as one range: copy its count
                     steps = lists[5][start + 1:end]
                     torch._foreach_copy_(steps, [lists[5][start]] * len(steps))
-                if fresh_momentum:  # done: the next step treats the buffer as any other
+                # Done, unless the kernels skipped it (one host read, on this rare step only):
+                # the next step treats the new buffer as any other.
+                if (fresh_momentum and not torch.compiler.is_compiling()
+                        and (found_inf is None or not found_inf.item())):
                     self._plans.pop(id(group), None)
         return loss
 

@@ -63,8 +63,10 @@ def prepare(state: dict, param: torch.Tensor, group: dict) -> bool:
         state.clear()
     count = state.get("step")
     device = step_device(group, param)
-    if not isinstance(count, torch.Tensor):
+    if count is None:
         state["step"] = torch.zeros((), dtype=torch.int64, device=device)
+    elif not isinstance(count, torch.Tensor):  # e.g. a plain int written by the user
+        state["step"] = torch.tensor(int(count), dtype=torch.int64, device=device)
     elif count.dtype != torch.int64 or count.device != device or count.dim() != 0:
         state["step"] = count.detach().reshape(()).to(device=device, dtype=torch.int64)
     for key in HISTORY_KEYS:
