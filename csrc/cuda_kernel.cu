@@ -5,9 +5,12 @@
 // tmsgd_update.h, the same code the CPU kernel runs.
 //
 // Kept light for nvcc (no torch/ATen headers, one translation unit). Instantiations: param x
-// history dtype x momentum. Momentum is a template parameter rather than a uniform run-time
-// branch: with the branch both bodies share one register allocation (a review measured 80
-// registers per thread, against 40 / 48 for the two templates), which halves occupancy.
+// history dtype x momentum x count mode. Momentum and the count mode are template parameters
+// rather than uniform run-time branches because registers set the occupancy: with a momentum
+// branch both bodies share one allocation (a review measured 80 registers per thread against
+// 40 / 48 for the two templates), and reading counts on the device costs fp32 with momentum 6
+// more (52 against 46 in host mode, ptxas for sm_90). The scalars come ready-made in the
+// parameter space (CudaArgs) for the same reason.
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -113,26 +116,25 @@ __device__ inline int64_t owner(const CudaTable& table, int64_t chunk) {
   return lo;
 }
 
-template <typename P, typename H, bool kMomentum>
+template <typename P, typename H, bool kMomentum, bool kCountsOnDevice>
 __global__ void __launch_bounds__(kThreads)
-    tmsgd_step_kernel(const __grid_constant__ CudaTable table, const CudaArgs args) {
-  using T = OpMath<P>;
+    tmsgd_step_kernel(const __grid_constant__ CudaTable table,
+                      const __grid_constant__ CudaArgs<OpMath<P>> args) {
   if (args.found_inf != nullptr && *args.found_inf != 0.0f) {
     return;  // AMP found an inf/nan: nothing changes (the increment kernel skips too)
   }
-  const T lr = args.lr != nullptr ? *static_cast<const T*>(args.lr) : static_cast<T>(args.lr_value);
-  const T scale = args.grad_scale != nullptr ? *static_cast<const T*>(args.grad_scale)
-                                             : static_cast<T>(args.grad_scale_value);
-  StepScalars<T> s = make_step_scalars<T>(args.h, lr, args.has_scale, scale);
-  s.multistep = args.multistep;
-  s.first = args.first;
-  s.parity = args.parity;
-
+  const auto lr = args.lr != nullptr ? *args.lr : args.scalars.lr;
+  const auto scale = args.grad_scale != nullptr ? *args.grad_scale : args.scalars.grad_scale;
   const int64_t chunks = table.chunk_end[table.count - 1];
   for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
     const int64_t t = owner(table, chunk);
-    if (args.counts_on_device) {
-      set_count(s, *table.steps[t], args.h.switch_step);
+    // Made afresh per chunk: the fields no chunk changes stay reads of the parameter space
+    // instead of a struct held in registers across the loop.
+    StepScalars<OpMath<P>> s = args.scalars;
+    s.lr = lr;
+    s.grad_scale = scale;
+    if constexpr (kCountsOnDevice) {
+      set_count(s, *table.steps[t], args.switch_step);
     }
     const int64_t chunk_begin = t == 0 ? 0 : table.chunk_end[t - 1];
     const int64_t begin = (chunk - chunk_begin) * kChunk;
@@ -168,23 +170,48 @@ void with_type(Dtype dtype, F&& f) {
   }
 }
 
-}  // namespace
+// Calls f with std::bool_constant<value>.
+template <typename F>
+void with_flag(bool value, F&& f) {
+  if (value) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
+}
 
-void launch_step(const CudaTable& table, const CudaArgs& args, Dtype param, Dtype history,
-                 bool momentum, int grid, void* stream) {
+template <typename T>
+void launch_typed(const CudaTable& table, const CudaArgs<T>& args, Dtype param, Dtype history,
+                  bool momentum, int grid, void* stream) {
   const auto cuda_stream = static_cast<cudaStream_t>(stream);
   with_type(param, [&](auto p_tag) {
-    with_type(history, [&](auto h_tag) {
-      using P = decltype(p_tag);
-      using H = decltype(h_tag);
-      if (momentum) {
-        tmsgd_step_kernel<P, H, true><<<grid, kThreads, 0, cuda_stream>>>(table, args);
-      } else {
-        tmsgd_step_kernel<P, H, false><<<grid, kThreads, 0, cuda_stream>>>(table, args);
-      }
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
+    using P = decltype(p_tag);
+    if constexpr (std::is_same_v<OpMath<P>, T>) {
+      with_type(history, [&](auto h_tag) {
+        with_flag(momentum, [&](auto m) {
+          with_flag(args.counts_on_device, [&](auto d) {
+            tmsgd_step_kernel<P, decltype(h_tag), m(), d()>
+                <<<grid, kThreads, 0, cuda_stream>>>(table, args);
+          });
+        });
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    } else {
+      TORCH_CHECK(false, "tmsgd_step: internal error, scalars of the wrong opmath dtype");
+    }
   });
+}
+
+}  // namespace
+
+void launch_step(const CudaTable& table, const CudaArgs<float>& args, Dtype param, Dtype history,
+                 bool momentum, int grid, void* stream) {
+  launch_typed(table, args, param, history, momentum, grid, stream);
+}
+
+void launch_step(const CudaTable& table, const CudaArgs<double>& args, Dtype param,
+                 Dtype history, bool momentum, int grid, void* stream) {
+  launch_typed(table, args, param, history, momentum, grid, stream);
 }
 
 void launch_increment(const CountTable& table, const float* found_inf, void* stream) {

@@ -11,7 +11,8 @@
 //     separate kernel because every block must read the old count first, which stream order
 //     guarantees without a grid-wide barrier.
 // lr_tensor, grad_scale and found_inf on the GPU are read by the kernels (converted to the dtype
-// they read by device ops, no host synchronization); on the CPU they are read here.
+// they read by device ops, no host synchronization); on the CPU they are read here. The other
+// scalars reach the kernels converted to the opmath dtype, as CudaArgs.
 // Compiled by the host compiler; only csrc/cuda_kernel.cu goes through nvcc.
 #ifdef TMSGD_WITH_CUDA
 
@@ -48,7 +49,7 @@ int multiprocessors(int device) {
   return count;
 }
 
-// What one launch sequence shares: the tensors, the dtypes and where to launch.
+// What every launch of a call shares: the tensors, the dtypes and where to launch.
 struct Launcher {
   at::TensorList params;
   const std::vector<at::Tensor>& grads;
@@ -62,7 +63,8 @@ struct Launcher {
   void* stream;
 
   // Steps the tensors `indices` with `args`, kMaxTensors per launch (empty tensors skipped).
-  void step(const std::vector<size_t>& indices, const CudaArgs& args) const {
+  template <typename T>
+  void step(const std::vector<size_t>& indices, const CudaArgs<T>& args) const {
     const bool momentum = !momentum_buffers.empty();
     CudaTable table;
     auto flush = [&]() {
@@ -97,14 +99,16 @@ struct Launcher {
 };
 
 // Host mode: one group per combination of the flags the count decides, in a fixed order.
-void step_counts_on_host(const Launcher& launcher, CudaArgs args, bool momentum) {
+template <typename T>
+void step_counts_on_host(const Launcher& launcher, CudaArgs<T> args, bool momentum,
+                         int64_t switch_step) {
   const at::TensorList steps = launcher.steps;
   std::array<std::vector<size_t>, 8> groups;
   for (size_t i = 0; i < steps.size(); ++i) {
     const int64_t count = *steps[i].data_ptr<int64_t>();
     TORCH_CHECK(count >= 0, "tmsgd_step: steps[", i, "] is negative (", count, ")");
-    StepScalars<double> flags;
-    set_count(flags, count, args.h.switch_step);
+    StepScalars<T> flags = args.scalars;
+    set_count(flags, count, switch_step);
     // Without momentum the first step is like any other: no reason to split the launch.
     const bool first = momentum && flags.first;
     groups[flags.parity | int(first) << 1 | int(flags.multistep) << 2].push_back(i);
@@ -113,9 +117,9 @@ void step_counts_on_host(const Launcher& launcher, CudaArgs args, bool momentum)
     if (groups[key].empty()) {
       continue;
     }
-    args.parity = int(key & 1);
-    args.first = (key & 2) != 0;
-    args.multistep = (key & 4) != 0;
+    args.scalars.parity = int(key & 1);
+    args.scalars.first = (key & 2) != 0;
+    args.scalars.multistep = (key & 4) != 0;
     launcher.step(groups[key], args);
   }
   for (const auto& count : steps) {
@@ -124,13 +128,15 @@ void step_counts_on_host(const Launcher& launcher, CudaArgs args, bool momentum)
 }
 
 // Device mode: one group; the counts advance on the device after every step launch.
-void step_counts_on_device(const Launcher& launcher, CudaArgs args) {
+template <typename T>
+void step_counts_on_device(const Launcher& launcher, CudaArgs<T> args, int64_t switch_step) {
   const at::TensorList steps = launcher.steps;
   std::vector<size_t> all(steps.size());
   for (size_t i = 0; i < all.size(); ++i) {
     all[i] = i;
   }
   args.counts_on_device = true;
+  args.switch_step = switch_step;
   launcher.step(all, args);
   CountTable counts;
   for (size_t i = 0; i < steps.size(); ++i) {
@@ -139,6 +145,54 @@ void step_counts_on_device(const Launcher& launcher, CudaArgs args) {
       launch_increment(counts, args.found_inf, launcher.stream);
       counts.count = 0;
     }
+  }
+}
+
+// The scalars for opmath T, and the launches. Tensors made here (the device copies of lr,
+// grad_scale and found_inf in T / float32) stay alive until the launches are enqueued; the
+// caching allocator reuses their memory only for this stream's later work, so the kernels read
+// them safely.
+template <typename T>
+void step_typed(const Launcher& launcher, bool counts_on_host, double lr,
+                const std::optional<at::Tensor>& lr_tensor, const Hyperparameters& h,
+                const std::optional<at::Tensor>& grad_scale,
+                const std::optional<at::Tensor>& found_inf) {
+  const auto opmath = c10::CppTypeToScalarType<T>::value;
+  CudaArgs<T> args;
+  at::Tensor inf_device;
+  if (found_inf.has_value()) {
+    if (found_inf->is_cpu() || counts_on_host) {
+      // The host must know found_inf: in host mode it decides whether the host advances the CPU
+      // counts. On the GPU this .item() synchronizes with the device, once per call.
+      if (found_inf->item<double>() != 0) {
+        return;  // AMP found an inf/nan: nothing changes, not even the counts
+      }
+    } else {
+      inf_device = found_inf->to(at::kFloat);
+      args.found_inf = inf_device.data_ptr<float>();
+    }
+  }
+  T lr_value = static_cast<T>(lr);
+  at::Tensor lr_device;
+  if (lr_tensor.has_value() && lr_tensor->is_cpu()) {
+    lr_value = lr_tensor->item().to<T>();
+  } else if (lr_tensor.has_value()) {
+    lr_device = lr_tensor->to(opmath);
+    args.lr = lr_device.data_ptr<T>();
+  }
+  T scale_value = T(1);
+  at::Tensor scale_device;
+  if (grad_scale.has_value() && grad_scale->is_cpu()) {
+    scale_value = grad_scale->item().to<T>();
+  } else if (grad_scale.has_value()) {
+    scale_device = grad_scale->to(opmath);
+    args.grad_scale = scale_device.data_ptr<T>();
+  }
+  args.scalars = make_step_scalars<T>(h, lr_value, grad_scale.has_value(), scale_value);
+  if (counts_on_host) {
+    step_counts_on_host(launcher, args, h.momentum != 0, h.switch_step);
+  } else {
+    step_counts_on_device(launcher, args, h.switch_step);
   }
 }
 
@@ -157,43 +211,6 @@ void tmsgd_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList
   }
   const auto device = params[0].device();
   const c10::cuda::CUDAGuard guard(device);
-  const auto opmath = params[0].scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-
-  CudaArgs args;
-  args.h = Hyperparameters{b1, b2, momentum, dampening, weight_decay, nesterov, maximize,
-                           switch_step};
-  // Temporaries stay alive until the launches below are enqueued; the caching allocator reuses
-  // their memory only for this stream's later work, so the kernels read them safely.
-  at::Tensor inf_device;
-  if (found_inf.has_value()) {
-    if (found_inf->is_cpu() || checked.counts_on_host) {
-      // The host must know found_inf: in host mode it decides whether the host advances the CPU
-      // counts. On the GPU this .item() synchronizes with the device, once per call.
-      if (found_inf->item<double>() != 0) {
-        return;  // AMP found an inf/nan: nothing changes, not even the counts
-      }
-    } else {
-      inf_device = found_inf->to(at::kFloat);
-      args.found_inf = inf_device.data_ptr<float>();
-    }
-  }
-  at::Tensor lr_device;
-  args.lr_value = lr;
-  if (lr_tensor.has_value() && lr_tensor->is_cpu()) {
-    args.lr_value = lr_tensor->item<double>();
-  } else if (lr_tensor.has_value()) {
-    lr_device = lr_tensor->to(opmath);
-    args.lr = lr_device.data_ptr();
-  }
-  at::Tensor scale_device;
-  args.has_scale = grad_scale.has_value();
-  if (grad_scale.has_value() && grad_scale->is_cpu()) {
-    args.grad_scale_value = grad_scale->item<double>();
-  } else if (grad_scale.has_value()) {
-    scale_device = grad_scale->to(opmath);
-    args.grad_scale = scale_device.data_ptr();
-  }
-
   const Launcher launcher{params,
                           checked.grads,
                           delta_even,
@@ -204,10 +221,12 @@ void tmsgd_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList
                           to_dtype(delta_even[0].scalar_type()),
                           int64_t(multiprocessors(device.index())) * 8,
                           c10::cuda::getCurrentCUDAStream().stream()};
-  if (checked.counts_on_host) {
-    step_counts_on_host(launcher, args, momentum != 0);
+  const Hyperparameters h{b1, b2, momentum, dampening, weight_decay, nesterov, maximize,
+                          switch_step};
+  if (params[0].scalar_type() == at::kDouble) {
+    step_typed<double>(launcher, checked.counts_on_host, lr, lr_tensor, h, grad_scale, found_inf);
   } else {
-    step_counts_on_device(launcher, args);
+    step_typed<float>(launcher, checked.counts_on_host, lr, lr_tensor, h, grad_scale, found_inf);
   }
 }
 

@@ -12,8 +12,8 @@ namespace tmsgd::cuda {
 
 // Kernel parameters stay within 4 KB, the limit every toolkit and GPU accepts (CUDA >= 12.1
 // allows 32 KB on Volta and newer, but a larger table mostly saves launches that cost a few
-// microseconds each). 60 tensors: CudaTable is 8 + 60 * 64 = 3848 bytes, CudaArgs 104, together
-// 3952 (static_assert below). ResNet-50's 161 tensors take three launches.
+// microseconds each). 60 tensors: CudaTable is 8 + 60 * 64 = 3848 bytes, CudaArgs<double> 112,
+// together 3960 (static_assert below). ResNet-50's 161 tensors take three launches.
 constexpr int kMaxTensors = 60;
 
 // Elements per chunk: a block steps one chunk at a time (grid-stride over all chunks).
@@ -31,23 +31,22 @@ struct CudaTable {
   int64_t chunk_end[kMaxTensors];     // tensor t owns chunks [chunk_end[t - 1], chunk_end[t])
 };
 
+// The step's scalars for opmath T, built on the host: the kernel reads them straight from its
+// parameter space (no conversions, no registers held for them).
+template <typename T>
 struct CudaArgs {
-  Hyperparameters h;
-  const void* lr = nullptr;          // opmath-dtype lr on the device, or null: use lr_value
-  double lr_value = 0;
-  const void* grad_scale = nullptr;  // opmath-dtype scale on the device, or null: use the value
-  double grad_scale_value = 1;
-  const float* found_inf = nullptr;  // float32 on the device, or null (decided on the host)
-  bool has_scale = false;
-  // Device mode: every block reads its tensor's count from CudaTable::steps. Host mode: every
-  // tensor of the launch shares the flags below, which the host derived from the counts.
+  // The call's scalars. Host mode: with the count flags every tensor of the launch shares.
+  StepScalars<T> scalars;
+  const T* lr = nullptr;             // on the device: replaces scalars.lr; null: not given there
+  const T* grad_scale = nullptr;     // on the device: replaces scalars.grad_scale
+  const float* found_inf = nullptr;  // on the device, or null (then decided on the host)
+  // Device mode: every block sets the count flags from its tensor's count (CudaTable::steps).
   bool counts_on_device = false;
-  bool multistep = true;
-  bool first = false;
-  int parity = 0;
+  int64_t switch_step = 0;
 };
 
-static_assert(sizeof(CudaTable) + sizeof(CudaArgs) <= 4096, "step kernel parameters over 4 KB");
+static_assert(sizeof(CudaTable) + sizeof(CudaArgs<double>) <= 4096,
+              "step kernel parameters over 4 KB");
 
 // The counts the increment kernel advances, one thread each: 8 + 480 * 8 bytes, plus found_inf.
 constexpr int kMaxCounts = 480;
@@ -62,8 +61,11 @@ static_assert(sizeof(CountTable) + sizeof(void*) <= 4096, "count kernel paramete
 // Dtype codes of the launcher (mirrors of c10::ScalarType, without its header in nvcc's way).
 enum class Dtype { kFloat, kDouble, kHalf, kBFloat16 };
 
-void launch_step(const CudaTable& table, const CudaArgs& args, Dtype param, Dtype history,
+// float args for fp32 / fp16 / bf16 params, double args for fp64 params.
+void launch_step(const CudaTable& table, const CudaArgs<float>& args, Dtype param, Dtype history,
                  bool momentum, int grid, void* stream);
+void launch_step(const CudaTable& table, const CudaArgs<double>& args, Dtype param,
+                 Dtype history, bool momentum, int grid, void* stream);
 void launch_increment(const CountTable& table, const float* found_inf, void* stream);
 
 }  // namespace tmsgd::cuda

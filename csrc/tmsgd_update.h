@@ -22,12 +22,12 @@ struct StepScalars {
   T lr;
   T b1;  // coefficient of d1 (the newest step)
   T b2;  // coefficient of d2
-  bool has_scale;
   T grad_scale;
-  bool maximize;
   T weight_decay;
   T momentum;
   T gain;  // 1 - dampening
+  bool has_scale;
+  bool maximize;
   bool nesterov;
   bool multistep;  // false during the switch_step warm-up: d_new = -lr * u, history not read
   bool first;      // the tensor's first step: the momentum buffer becomes g, and is not read

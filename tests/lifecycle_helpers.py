@@ -65,12 +65,9 @@ class SgdDrift:
 
     def observe(self, tensors=(), buffers=(), grads=()) -> None:
         """Record the magnitudes of the reference (SGD) weights, buffers and gradients."""
-        for t in tensors:
-            if t.numel():
-                self.max_w = max(self.max_w, t.detach().abs().max().item())
-        for t in (*buffers, *grads):
-            if t is not None and t.numel():
-                self.max_b = max(self.max_b, t.detach().abs().max().item())
+        self.max_w = max(self.max_w, _largest_finite(tensors))
+        self.max_b = max(self.max_b, _largest_finite(t for t in (*buffers, *grads)
+                                                     if t is not None))
 
     def step(self, dtype: torch.dtype, lr: float, momentum: bool) -> None:
         e = eps(dtype)
@@ -121,6 +118,18 @@ class SgdPair:
             if ours is not None and theirs is not None:
                 assert ours.dtype == a.dtype, f"{what}: param {i} buffer dtype {ours.dtype}"
                 assert_within(ours, theirs, self.drift.buffer, f"{what}: param {i} buffer")
+
+
+def _largest_finite(tensors) -> float:
+    """The largest finite magnitude (an inf that both sides must match exactly, see
+    assert_within, says nothing about rounding)."""
+    largest = 0.0
+    for t in tensors:
+        t = t.detach()
+        t = t[t.isfinite()]
+        if t.numel():
+            largest = max(largest, t.abs().max().item())
+    return largest
 
 
 def assert_within(actual, expected, atol: float, what: str) -> None:

@@ -20,8 +20,8 @@ import pytest
 def _compile_all() -> dict:
     import triton
     import triton.language as tl
+    from tmsgd_kernels.triton_kernels.count_kernel import advance_counts_kernel
     from tmsgd_kernels.triton_kernels.flat_kernel import tmsgd_flat_kernel
-    from tmsgd_kernels.triton_kernels.step_count import advance_step_kernel
     from tmsgd_kernels.triton_kernels.table_kernel import tmsgd_table_kernel
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -32,8 +32,6 @@ def _compile_all() -> dict:
     def build(kernel, signature, constants, warps):
         signature = dict(signature, **{name: "constexpr" for name in constants})
         # Tensor arguments 16-byte aligned, as Triton's launcher specializes them at run time.
-        # The history row stride is not marked: real buckets (ResNet-50: 25,557,032 elements)
-        # are rarely a multiple of 16, so the kernel's HISTORY_ALIGN hint has to do it.
         attrs = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]]
                  for name, kind in signature.items() if kind.startswith("*")}
         compiled = triton.compile(ASTSource(kernel, signature, constants, attrs), target=target,
@@ -46,28 +44,26 @@ def _compile_all() -> dict:
     for param, history in [("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp32"),
                            ("fp64", "bf16")]:
         compute = tl.float64 if param == "fp64" else tl.float32
-        scalars = {"step_ptr": "*i64", "lr": "fp64", "lr_ptr": "*fp32", "grad_scale_ptr": "*fp32",
+        scalars = {"count": "i64", "lr": "fp64", "lr_ptr": "*fp32", "grad_scale_ptr": "*fp32",
                    "found_inf_ptr": "*fp32", "b1": "fp64", "b2": "fp64", "momentum": "fp64",
-                   "gain": "fp64", "weight_decay": "fp64", "switch_step": "i64",
-                   "history_ptr": f"*{history}", "history_stride": "i64",
-                   "momentum_ptr": f"*{param}"}
+                   "gain": "fp64", "weight_decay": "fp64", "switch_step": "i64"}
         flags = dict(HAS_MOMENTUM=True, NESTEROV=False, MAXIMIZE=False, HAS_WEIGHT_DECAY=True,
-                     LR_ON_DEVICE=True, HAS_GRAD_SCALE=True, HAS_FOUND_INF=True, COMPUTE=compute,
-                     HISTORY_ALIGN=8)
-        flat = dict(scalars, param_ptr=f"*{param}", grad_ptr=f"*{param}", numel="i64")
+                     LR_ON_DEVICE=True, HAS_GRAD_SCALE=True, COMPUTE=compute)
+        flat = dict(scalars, param_ptr=f"*{param}", grad_ptr=f"*{param}", d1_ptr=f"*{history}",
+                    d2_ptr=f"*{history}", momentum_ptr=f"*{param}", numel="i64")
         results[f"flat {param}/{history}"] = build(
-            tmsgd_flat_kernel, flat, dict(flags, BLOCK=4096), 8)
-        if param == "fp32":
-            results["flat fp32/fp32 odd stride"] = build(
-                tmsgd_flat_kernel, flat, dict(flags, BLOCK=4096, HISTORY_ALIGN=1), 8)
-        table = dict(scalars, table_ptr="*i64", tensors="i32", blocks="i32")
-        for aligned in (True, False):
-            results[f"table {param}/{history} aligned={aligned}"] = build(
-                tmsgd_table_kernel, table,
-                dict(flags, BLOCK=1024, PARAM_DTYPE=types[param], ALIGNED=aligned), 4)
-    results["advance_step"] = build(
-        advance_step_kernel, {"step_ptr": "*i64", "found_inf_ptr": "*fp32"},
-        {"HAS_FOUND_INF": True}, 1)
+            tmsgd_flat_kernel, flat, dict(flags, HAS_FOUND_INF=False, BLOCK=4096), 8)
+        table = dict(scalars, table_ptr="*i64", tensors="i32")
+        for on_device in (False, True):
+            for aligned in (True, False):
+                results[f"table {param}/{history} device={on_device} aligned={aligned}"] = build(
+                    tmsgd_table_kernel, table,
+                    dict(flags, HAS_FOUND_INF=on_device, BLOCK=1024, PARAM_DTYPE=types[param],
+                         HISTORY_DTYPE=types[history], COUNTS_ON_DEVICE=on_device,
+                         ALIGNED=aligned), 4)
+    results["advance_counts"] = build(
+        advance_counts_kernel, {"table_ptr": "*i64", "tensors": "i32", "found_inf_ptr": "*fp32"},
+        {"HAS_FOUND_INF": True, "BLOCK": 1024}, 4)
     return results
 
 
@@ -97,13 +93,13 @@ def test_kernels_compile_for_sm90_with_vector_memory_access(tmp_path):
     # momentum, d1, d2) and 3 stores (momentum, d_new, param).
     assert results["flat fp32/fp32"]["ld_v4"] == 5 * 4
     assert results["flat fp32/fp32"]["st_v4"] == 3 * 4
-    # An odd history row stride leaves the three history streams scalar (the hint is needed).
-    assert results["flat fp32/fp32 odd stride"]["ld_v4"] == 3 * 4
-    # Table, 1024 elements over 128 threads = 2 vectors per thread per stream, but only with the
-    # alignment hint: addresses read from the table carry no alignment facts.
-    assert results["table fp32/fp32 aligned=True"]["ld_v4"] == 5 * 2
-    assert results["table fp32/fp32 aligned=True"]["st_v4"] == 3 * 2
-    assert results["table fp32/fp32 aligned=False"]["ld_v4"] == 0
+    # Table, 1024 elements over 128 threads = 2 vectors per thread per stream, with the counts
+    # on the host or read per program, but only with the alignment hint: addresses read from
+    # the table carry no alignment facts.
+    for on_device in (False, True):
+        aligned = results[f"table fp32/fp32 device={on_device} aligned=True"]
+        assert (aligned["ld_v4"], aligned["st_v4"]) == (5 * 2, 3 * 2), on_device
+        assert results[f"table fp32/fp32 device={on_device} aligned=False"]["ld_v4"] == 0
 
 
 if __name__ == "__main__":

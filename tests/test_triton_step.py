@@ -25,6 +25,10 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=f"triton on {DEVICE}:
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 MODES = ["host", "device"]
+# The odd shapes, and one of 8192 elements: under the interpreter a tensor's block is the next
+# power of two of the largest numel, so this one fills its block and takes the unmasked path
+# that a GPU takes for nearly every block.
+SHAPES = [*ODD_SHAPES, (64, 128)]
 
 
 def step_with(mode, params, grads, delta_even, delta_odd, buffers, steps, scalars,
@@ -129,7 +133,7 @@ def make_params(shapes, dtype, seed=0) -> list[torch.Tensor]:
 def test_every_dtype_pair_matches_oracle(dtype, history_dtype, mode):
     # No weight decay here: through it a weight's error (large with a narrow history) enters
     # the momentum buffer, which Tolerance.buffer does not model. Options: fp32, below.
-    run = Trajectory(make_params(ODD_SHAPES, dtype), mode, history_dtype=history_dtype,
+    run = Trajectory(make_params(SHAPES, dtype), mode, history_dtype=history_dtype,
                      momentum=0.9, nesterov=True, switch_step=2)
     for _ in range(5):
         run.step()
@@ -162,7 +166,7 @@ def test_every_option_matches_oracle(name, mode):
     options = dict(OPTIONS[name])
     if callable(options.get("lr")):
         options["lr"] = options["lr"]()
-    run = Trajectory(make_params(ODD_SHAPES, torch.float32), mode, **options)
+    run = Trajectory(make_params(SHAPES, torch.float32), mode, **options)
     for _ in range(5):
         run.step()
 
@@ -170,7 +174,7 @@ def test_every_option_matches_oracle(name, mode):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
 def test_grad_scale_matches_oracle(dtype, mode):
-    run = Trajectory(make_params(ODD_SHAPES, dtype), mode, momentum=0.9)
+    run = Trajectory(make_params(SHAPES, dtype), mode, momentum=0.9)
     for _ in range(4):
         run.step(grad_scale=64.0)
 
@@ -209,6 +213,15 @@ def test_odd_sizes_and_unaligned_views(mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_tensor_over_several_blocks(mode):
+    """More elements than the interpreter's largest block (2**16): full blocks and a tail."""
+    run = Trajectory(make_params([(2 * 65536 + 3,), (7,)], torch.float32), mode, momentum=0.9,
+                     switch_step=1)
+    for _ in range(3):
+        run.step()
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_tensors_with_different_counts_in_one_call(mode, momentum):
     """Counts 0 to 4 in one call: every history parity, first momentum step and warm-up state,
@@ -226,7 +239,7 @@ def test_tensors_with_different_counts_in_one_call(mode, momentum):
 def test_first_step_reads_neither_momentum_nor_history_in_warm_up(mode):
     """A fresh state's momentum buffer is garbage until the first step sets buf = g, and a
     warm-up step must not read the history: NaN and inf in them must not leak."""
-    run = Trajectory(make_params(ODD_SHAPES, torch.float32), mode, momentum=0.9,
+    run = Trajectory(make_params(SHAPES, torch.float32), mode, momentum=0.9,
                      dampening=0.5, switch_step=2)
     for buf in run.buffers:
         buf.fill_(float("nan"))
@@ -251,7 +264,7 @@ def snapshot(run: Trajectory) -> list[torch.Tensor]:
 def test_found_inf_changes_nothing(mode, momentum):
     """Skipped steps change no param, no state and no count: on the first step, later, and with
     counts that differ between tensors."""
-    run = Trajectory(make_params(ODD_SHAPES, torch.float16), mode, momentum=momentum)
+    run = Trajectory(make_params(SHAPES, torch.float16), mode, momentum=momentum)
 
     def skipped(indices=None):
         before = snapshot(run)

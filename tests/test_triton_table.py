@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_triton_step import DEVICE, MODES, REASON, Trajectory, counts_device, make_params, step_with
+from test_triton_step import (
+    DEVICE,
+    MODES,
+    REASON,
+    Trajectory,
+    counts_device,
+    make_params,
+    step_with,
+)
 
 from tmsgd_kernels.step_scalars import StepScalars
 
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"triton on {DEVICE}: {REASON}")
 
-SIZES = [5, 300, 1]
+SIZES = [5, 300, 1, 206]  # 512 in all: flat, one full block (the unmasked path)
 
 
 def stats() -> dict[str, int]:

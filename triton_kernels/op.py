@@ -45,14 +45,24 @@ def _launch(found: layout.Layout, lists: TensorLists, count: int, args) -> None:
         launch_table(found.table, lists, found.block, found.warps, count, False, args)
 
 
+def _read_host_counts(steps: list[torch.Tensor]) -> list[int]:
+    """All counts in one stack, checked as a whole (check_tensors leaves out the counts that the
+    kernels do not read)."""
+    try:
+        stacked = torch.stack(steps)
+    except RuntimeError as error:
+        raise ValueError(f"steps must be one-element int64 tensors of one shape, all on the "
+                         f"CPU or all on the params' device: {error}") from error
+    check_host_counts(stacked, len(steps))
+    return stacked.view(-1).tolist()
+
+
 def _step_host_counts(lists: TensorLists, scalars: StepScalars, grad_scale, found_inf) -> None:
     # The whole call's layout first: a build checks every tensor before anything changes.
     found, stepped = layout.lookup(lists, counts_on_device=False)
-    stacked = torch.stack(lists.steps)
-    check_host_counts(stacked, len(lists.steps))
+    counts = _read_host_counts(lists.steps)
     if found_inf is not None and found_inf.item() != 0:
         return
-    counts = stacked.view(-1).tolist()
     args = kernel_arguments(scalars, grad_scale, None, lists.params)
     if counts.count(counts[0]) == len(counts):  # the usual case: one count, one launch
         _launch(found, stepped, counts[0], args)
