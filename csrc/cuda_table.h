@@ -31,8 +31,8 @@ struct CudaTable {
   int64_t chunk_end[kMaxTensors];     // tensor t owns chunks [chunk_end[t - 1], chunk_end[t])
 };
 
-// The step's scalars for opmath T, built on the host: the kernel reads them straight from its
-// parameter space (no conversions, no registers held for them).
+// The step's scalars for opmath T, built on the host: the kernel reads them from its parameter
+// space as they are, with no per-thread conversion from double.
 template <typename T>
 struct CudaArgs {
   // The call's scalars. Host mode: with the count flags every tensor of the launch shares.
