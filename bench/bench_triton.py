@@ -1,8 +1,12 @@
 """GPU benchmark of the Triton backend against its peers, in one run: the CUDA backend, the torch
 fallback, torch.compile of the fallback, torch.optim.SGD (foreach and fused), and the ceiling (a
-large device-to-device copy). Reports GB/s moved (24 bytes per element: fp32, no momentum) and
-the fraction of the copy ceiling, for one flat buffer (default 64M elements) and for the
-parameter lists of ResNet-50 (161 tensors) and GPT-2 small (148 tensors). Writes JSON and a plot.
+large device-to-device copy). The Triton backend runs with its counts on the host
+(capturable=False: one launch per class of counts, counts read and advanced on the CPU) and on
+the device (capturable=True: every program reads its tensor's count, a second launch advances
+them). Reports GB/s moved (24 bytes per element: fp32, no momentum), the fraction of the copy
+ceiling, and the host time of a step (the call alone, without waiting for the GPU), for one flat
+buffer (default 64M elements) and for the parameter lists of ResNet-50 (161 tensors) and GPT-2
+small (148 tensors). Writes JSON and a plot.
 
     python bench/bench_triton.py [--flat 67108864] [--out bench/results/triton.json]
 
@@ -14,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -49,19 +55,45 @@ def gpt2_small_shapes() -> list[tuple[int, ...]]:
     return shapes + [(d,), (d,)]
 
 
-def make_step(kind: str, shapes: list[tuple[int, ...]]):
+# Peer name -> how to build its optimizer (and whether to torch.compile its step).
+PEERS = {
+    "tmsgd[triton]": dict(backend="triton"),
+    "tmsgd[triton,capturable]": dict(backend="triton", capturable=True),
+    "tmsgd[triton]+compile": dict(backend="triton", compile=True),
+    "tmsgd[cuda]": dict(backend="cuda"),
+    "tmsgd[torch]": dict(backend="torch"),
+    "tmsgd[torch]+compile": dict(backend="torch", compile=True),
+    "sgd[foreach]": dict(sgd=dict(foreach=True)),
+    "sgd[fused]": dict(sgd=dict(fused=True)),
+}
+
+
+def make_step(peer: str, shapes: list[tuple[int, ...]]):
+    spec = dict(PEERS[peer])
+    compile_step = spec.pop("compile", False)
     params = [torch.nn.Parameter(torch.randn(s, device="cuda")) for s in shapes]
     for p in params:
         p.grad = torch.randn_like(p) * 1e-3
-    if kind.startswith("sgd"):
-        optimizer = torch.optim.SGD(params, lr=1e-3, **{kind.split("[")[1][:-1]: True})
+    if "sgd" in spec:
+        optimizer = torch.optim.SGD(params, lr=1e-3, **spec["sgd"])
     else:
-        backend = kind.split("[")[1].split("]")[0]
-        optimizer = TMSGD(params, lr=1e-3, backend=backend)
+        optimizer = TMSGD(params, lr=1e-3, **spec)
     step = optimizer.step
-    if kind.endswith("+compile"):
+    if compile_step:
         step = torch.compile(step, fullgraph=True)
     return step
+
+
+def host_seconds(step, repeats: int) -> float:
+    """Median time of the call itself: the Python, dispatch and launch work of one step."""
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    torch.cuda.synchronize()
+    return statistics.median(times)
 
 
 def copy_ceiling_gb_per_s(numel: int, repeats: int) -> float:
@@ -72,10 +104,8 @@ def copy_ceiling_gb_per_s(numel: int, repeats: int) -> float:
 
 
 def peers() -> list[str]:
-    names = ["tmsgd[triton]", "tmsgd[triton]+compile"]
-    if unavailable_reason("cuda", torch.device("cuda")) is None:
-        names.append("tmsgd[cuda]")
-    return names + ["tmsgd[torch]", "tmsgd[torch]+compile", "sgd[foreach]", "sgd[fused]"]
+    cuda_backend = unavailable_reason("cuda", torch.device("cuda")) is None
+    return [name for name in PEERS if name != "tmsgd[cuda]" or cuda_backend]
 
 
 def run(cases: dict[str, list[tuple[int, ...]]], repeats: int) -> list[dict]:
@@ -84,13 +114,16 @@ def run(cases: dict[str, list[tuple[int, ...]]], repeats: int) -> list[dict]:
         numel = sum(torch.Size(s).numel() for s in shapes)
         ceiling = copy_ceiling_gb_per_s(numel, repeats)
         rows.append({"case": case, "peer": "copy ceiling", "numel": numel, "tensors": len(shapes),
-                     "median_ms": 8 * numel / ceiling / 1e6, "gb_per_s": ceiling,
-                     "of_ceiling": 1.0})
+                     "median_ms": 8 * numel / ceiling / 1e6, "host_ms": None,
+                     "gb_per_s": ceiling, "of_ceiling": 1.0})
         for peer in peers():
-            seconds = median_seconds(make_step(peer, shapes), repeats=repeats)
+            step = make_step(peer, shapes)
+            seconds = median_seconds(step, repeats=repeats)
             moved = BYTES["sgd" if peer.startswith("sgd") else "tmsgd"] * numel
             rows.append({"case": case, "peer": peer, "numel": numel, "tensors": len(shapes),
-                         "median_ms": seconds * 1e3, "gb_per_s": moved / seconds / 1e9,
+                         "median_ms": seconds * 1e3,
+                         "host_ms": host_seconds(step, repeats) * 1e3,
+                         "gb_per_s": moved / seconds / 1e9,
                          "of_ceiling": moved / seconds / 1e9 / ceiling})
             torch.cuda.empty_cache()
     return rows
@@ -137,9 +170,10 @@ def main() -> int:
     cases = {f"flat {args.flat}": [(args.flat,)], "resnet50": resnet50_shapes(),
              "gpt2-small": gpt2_small_shapes()}
     rows = run(cases, args.repeats)
-    print(f"{'case':>16} {'peer':>22} {'ms':>8} {'GB/s':>8} {'of copy':>8}")
+    print(f"{'case':>16} {'peer':>26} {'ms':>8} {'host ms':>8} {'GB/s':>8} {'of copy':>8}")
     for row in rows:
-        print(f"{row['case']:>16} {row['peer']:>22} {row['median_ms']:>8.3f} "
+        host = "" if row["host_ms"] is None else f"{row['host_ms']:.3f}"
+        print(f"{row['case']:>16} {row['peer']:>26} {row['median_ms']:>8.3f} {host:>8} "
               f"{row['gb_per_s']:>8.1f} {row['of_ceiling']:>8.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1))

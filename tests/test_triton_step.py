@@ -222,6 +222,15 @@ def test_tensor_over_several_blocks(mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_only_empty_tensors_still_count(mode):
+    """Nothing to launch an update for, but every count advances."""
+    run = Trajectory(make_params([(0,), (2, 0)], torch.float32), mode, momentum=0.9)
+    for _ in range(2):
+        run.step()
+    assert [int(s) for s in run.steps] == [2, 2]
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_tensors_with_different_counts_in_one_call(mode, momentum):
     """Counts 0 to 4 in one call: every history parity, first momentum step and warm-up state,

@@ -2,7 +2,7 @@
 
 The C++ kernels receive them as the op's scalar arguments and build their own `StepScalars<T>`
 (csrc/tmsgd_update.h) per tensor; the Triton kernels take them as kernel arguments
-(triton_kernels/step_args.py). The delta-form coefficients b1, b2 come from the paper's
+(triton_kernels/kernel_arguments.py). The delta-form coefficients b1, b2 come from the paper's
 (a0, a1, a2) through `coefficients.delta_coefficients`.
 """
 

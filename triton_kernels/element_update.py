@@ -47,7 +47,7 @@ def update_elements(
     FULL: tl.constexpr,
 ):
     """The per-element step. FULL blocks need no mask, so their loads and stores can be
-    vectorized (a mask `offsets < n` with an arbitrary n defeats that; a mask that is one scalar
+    vectorized (a mask `offsets < n` with an arbitrary n defeats that; a mask that is one value
     for the whole block, as `later` and `multistep`, does not)."""
     g = load_as(grad_ptrs, mask, COMPUTE, FULL)
     if HAS_GRAD_SCALE:
@@ -101,8 +101,13 @@ def update_block(
     if HAS_FOUND_INF:
         # A skipped step masks every load and store: nothing is read, nothing changes.
         n = tl.where(tl.load(found_inf_ptr) == 0, n, 0)
-    later = count != 0
-    multistep = count >= switch_step
+    # What the count decides, as blocks of one value: a scalar comparison splatted to a block
+    # becomes an int32 mask under the interpreter of Triton 3.9, whose loads refuse non-boolean
+    # masks. Compiled, a splat is known to be constant over the block, so the masks built from
+    # these still allow vector loads.
+    counts = tl.full([BLOCK], count, tl.int64)
+    later = counts != 0
+    multistep = counts >= switch_step
 
     # Hyperparameters arrive as fp64 scalars (see the kernels' annotations): tl.full turns them
     # into COMPUTE scalars without a detour through fp32.

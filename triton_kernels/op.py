@@ -24,7 +24,7 @@ from ..step_scalars import StepScalars
 from . import layout
 from .count_kernel import launch_advance_counts
 from .flat_kernel import launch_flat
-from .kernel_arguments import kernel_arguments
+from .kernel_arguments import KernelArguments, kernel_arguments
 from .table_kernel import launch_table
 from .tensor_checks import check_call, check_host_counts
 from .tensor_lists import TensorLists
@@ -37,7 +37,8 @@ def _device_guard(device: torch.device):
     return contextlib.nullcontext()
 
 
-def _launch(found: layout.Layout, lists: TensorLists, count: int, args) -> None:
+def _launch(found: layout.Layout, lists: TensorLists, count: int, args: KernelArguments
+            ) -> None:
     """One launch for tensors whose counts all fall in the class of `count`."""
     if found.table is None:
         launch_flat(lists, found.first, found.numel, found.block, found.warps, count, args)

@@ -1,0 +1,114 @@
+"""Checks that run before anything changes. Those of `check_call` cost O(1) and run every call;
+`check_tensors` costs Python per tensor (about a microsecond each), so layout.py runs it only
+when it builds a layout: a cache hit means the same tensors at the same addresses as a layout
+already checked."""
+
+from __future__ import annotations
+
+import torch
+
+from ..overlap import dense_without_overlap
+from ..step_scalars import StepScalars
+from .tensor_lists import TensorLists
+
+PARAM_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+HISTORY_DTYPES = PARAM_DTYPES
+
+
+def _describe(tensor: torch.Tensor) -> str:
+    return (f"shape {tuple(tensor.shape)}, strides {tensor.stride()}, {tensor.dtype}, "
+            f"{tensor.device}")
+
+
+def _one_element(tensor: torch.Tensor | None, what: str, devices: tuple) -> None:
+    if tensor is None:
+        return
+    if tensor.numel() != 1:
+        raise ValueError(f"{what} must have one element, got shape {tuple(tensor.shape)}")
+    if tensor.device not in devices:
+        places = " or ".join(str(d) for d in dict.fromkeys(devices))
+        raise ValueError(f"{what} must be on {places}, not {tensor.device}")
+
+
+def check_call(lists: TensorLists, scalars: StepScalars, grad_scale: torch.Tensor | None,
+               found_inf: torch.Tensor | None) -> None:
+    params = lists.params
+    for name, tensors in zip(TensorLists._fields, lists):
+        if name == "momentum_buffers":
+            expected = len(params) if scalars.momentum != 0 else 0
+            if len(tensors) != expected:
+                raise ValueError(
+                    f"momentum_buffers must hold one buffer per param when momentum != 0 and "
+                    f"be empty when momentum == 0: got {len(tensors)} for {len(params)} params "
+                    f"with momentum {scalars.momentum}")
+        elif len(tensors) != len(params):
+            raise ValueError(f"got {len(tensors)} {name} for {len(params)} params")
+    if not params:
+        return
+    if params[0].dtype not in PARAM_DTYPES:
+        raise TypeError(f"the triton backend steps {PARAM_DTYPES} params, not {params[0].dtype}")
+    if lists.delta_even[0].dtype not in HISTORY_DTYPES:
+        raise TypeError(f"the triton backend keeps history in {HISTORY_DTYPES}, not "
+                        f"{lists.delta_even[0].dtype}")
+    device, cpu = params[0].device, torch.device("cpu")
+    if isinstance(scalars.lr, torch.Tensor):
+        _one_element(scalars.lr, "a tensor lr", (device, cpu))
+    _one_element(grad_scale, "grad_scale", (device,))
+    _one_element(found_inf, "found_inf", (device, cpu))
+
+
+def _same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors of one shape put every element at the same offset (strides of
+    size-one dimensions do not matter)."""
+    return all(x == y for x, y, size in zip(a.stride(), b.stride(), a.shape) if size != 1)
+
+
+def _check_like(what: str, tensor: torch.Tensor, param: torch.Tensor, dtype: torch.dtype,
+                layout: bool) -> None:
+    if (tensor.shape != param.shape or tensor.dtype != dtype or tensor.device != param.device
+            or (layout and not _same_layout(tensor, param))):
+        need = "shape, strides" if layout else "shape"
+        raise ValueError(f"{what} ({_describe(tensor)}) must have the {need} and device of its "
+                         f"param ({_describe(param)}) and dtype {dtype}")
+
+
+def check_tensors(lists: TensorLists, counts_on_device: bool) -> None:
+    """Every tensor against its param: grads in shape, dtype and device (their strides may differ:
+    the caller copies those); state also in strides; counts, when the kernels read them, int64
+    one-element tensors on the params' device."""
+    first = lists.params[0]
+    history_dtype = lists.delta_even[0].dtype
+    buffers = lists.momentum_buffers or [None] * len(lists.params)
+    for i, (p, g, even, odd, buf, count) in enumerate(zip(
+            lists.params, lists.grads, lists.delta_even, lists.delta_odd, buffers, lists.steps)):
+        if p.dtype != first.dtype or p.device != first.device:
+            raise ValueError(f"params must share one dtype and device: params[{i}] is "
+                             f"{p.dtype} on {p.device}, params[0] {first.dtype} on {first.device}")
+        if not dense_without_overlap(p):
+            raise ValueError(f"params[{i}] ({_describe(p)}) must be dense and non-overlapping: "
+                             f"the kernels step it as one range of memory")
+        _check_like(f"grads[{i}]", g, p, p.dtype, layout=False)
+        _check_like(f"delta_even[{i}]", even, p, history_dtype, layout=True)
+        _check_like(f"delta_odd[{i}]", odd, p, history_dtype, layout=True)
+        if buf is not None:
+            _check_like(f"momentum_buffers[{i}]", buf, p, p.dtype, layout=True)
+        if counts_on_device and (count.numel() != 1 or count.dtype != torch.int64
+                                 or count.device != p.device):
+            raise ValueError(f"steps[{i}] ({_describe(count)}) must be a one-element int64 "
+                             f"tensor on the params' device")
+
+
+def in_param_layout(params: list[torch.Tensor], grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """`grads`, with each one whose strides differ from its param's copied into the param's
+    layout (the kernels read a grad as the same range of memory as its param)."""
+    if all(_same_layout(g, p) for p, g in zip(params, grads)):
+        return grads
+    return [g if _same_layout(g, p) else torch.empty_like(p).copy_(g)
+            for p, g in zip(params, grads)]
+
+
+def check_host_counts(counts: torch.Tensor, tensors: int) -> None:
+    """The counts read on the host, stacked: O(1) for the whole list."""
+    if counts.dtype != torch.int64 or counts.numel() != tensors or counts.device.type != "cpu":
+        raise ValueError(f"steps must be one-element int64 tensors, all on the CPU or all on the "
+                         f"params' device; stacked they are {_describe(counts)}")
