@@ -154,20 +154,29 @@ class TMSGD(Optimizer):
             runs = self._init_group(group, *lists)
             calls.append((group, runs, lists))
         for group, runs, lists in calls:
-            for number, (backend, start, end, fresh_momentum) in enumerate(runs):
+            for number, (backend, start, end, fresh) in enumerate(runs):
                 run_lists = [values[start:end] for values in lists]
                 if not torch.compiler.is_compiling():
                     run_lists = self._flat_lists(group, number, run_lists)
-                self._step_run(group, backend, run_lists, fresh_momentum, grad_scale, found_inf)
+                self._step_run(group, backend, run_lists, bool(fresh), grad_scale, found_inf)
                 if len(run_lists[5]) < end - start:  # stepped as one range: copy its count
                     steps = lists[5][start + 1:end]
                     torch._foreach_copy_(steps, [lists[5][start]] * len(steps))
-                # Done, unless the kernels skipped it (one host read, on this rare step only):
-                # the next step treats the new buffer as any other.
-                if (fresh_momentum and not torch.compiler.is_compiling()
-                        and (found_inf is None or not found_inf.item())):
-                    self._plans.pop(id(group), None)
+                if fresh:
+                    self._keep_fresh_buffers(group, fresh, lists[4][start:end], found_inf)
         return loss
+
+    def _keep_fresh_buffers(self, group: dict, fresh: tuple[int, ...], buffers: list,
+                            found_inf) -> None:
+        """Momentum buffers that started this step enter the state now. A step the kernels
+        skipped (found_inf; read on the host, on this rare step only, and not under
+        torch.compile) leaves them out, so the next step starts them again. Adding the key
+        changes the state dicts, which makes a compiled step retrace with a new plan."""
+        if (found_inf is not None and not torch.compiler.is_compiling()
+                and found_inf.item() != 0):
+            return
+        for index, buffer in zip(fresh, buffers):
+            self.state[group["params"][index]]["momentum_buffer"] = buffer
 
     def _flat_lists(self, group: dict, number: int, run_lists: list) -> list:
         """The run as one range (flatten_parameters), when it has one and its gradients are

@@ -46,13 +46,15 @@ def _converted(value: torch.Tensor, like: torch.Tensor, dtype: torch.dtype) -> t
     return torch.empty_like(like, dtype=dtype).copy_(value)
 
 
-def prepare(state: dict, param: torch.Tensor, group: dict) -> bool:
+def prepare(state: dict, param: torch.Tensor, group: dict) -> torch.Tensor | None:
     """Make `state` (this param's dict, changed in place) fit `param` and `group` for the next
-    step. Returns True when a momentum buffer was just created for a param that has already
-    taken steps (momentum turned on later: its first momentum step must take g itself).
+    step. A param whose shape changed starts over (its history describes another tensor); a
+    changed dtype, device or memory layout converts the numbers; nothing that fits is touched.
 
-    A param whose shape changed starts over (its history describes another tensor); a changed
-    dtype, device or memory layout converts the numbers; nothing that fits is touched."""
+    Returns a new, zero momentum buffer, not yet in `state`, when momentum was turned on for a
+    param that has already taken steps: its first momentum step must give buf = g as in
+    torch.optim.SGD, which the kernels do with a zero buffer and no dampening. The caller puts it
+    into the state once that step is done."""
     real = real_view(param)
     dtype = history_dtype(group, param)
     for key, value in state.items():  # e.g. torch.optim.SGD's complex momentum buffer
@@ -64,7 +66,10 @@ def prepare(state: dict, param: torch.Tensor, group: dict) -> bool:
     count = state.get("step")
     device = step_device(group, param)
     if count is None:
-        state["step"] = torch.zeros((), dtype=torch.int64, device=device)
+        # torch.optim.SGD's state written in directly: its buffer is in use (as load_state_dict
+        # takes an SGD checkpoint, see state_format.py).
+        carried = state.get("momentum_buffer") is not None
+        state["step"] = torch.tensor(int(carried), dtype=torch.int64, device=device)
     elif not isinstance(count, torch.Tensor):  # e.g. a plain int written by the user
         state["step"] = torch.tensor(int(count), dtype=torch.int64, device=device)
     elif count.dtype != torch.int64 or count.device != device or count.dim() != 0:
@@ -76,11 +81,12 @@ def prepare(state: dict, param: torch.Tensor, group: dict) -> bool:
         elif not _fits(value, real, dtype):
             state[key] = _converted(value, real, dtype)
     if group["momentum"] == 0:
-        return False  # a buffer kept from earlier is left alone, as torch.optim.SGD does
+        return None  # a buffer kept from earlier is left alone, as torch.optim.SGD does
     buffer = state.get("momentum_buffer")
     if buffer is None:
-        state["momentum_buffer"] = torch.zeros_like(real)
-        return int(state["step"]) > 0
-    if not _fits(buffer, real, real.dtype):
+        if int(state["step"]) > 0:
+            return torch.zeros_like(real)
+        state["momentum_buffer"] = torch.zeros_like(real)  # count 0: the kernels take buf = g
+    elif not _fits(buffer, real, real.dtype):
         state["momentum_buffer"] = _converted(buffer, real, real.dtype)
-    return False
+    return None

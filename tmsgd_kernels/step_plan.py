@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import repeat
-from operator import attrgetter, is_, is_not, itemgetter
+from operator import attrgetter, is_, is_not, itemgetter, methodcaller
 
 import torch
 
@@ -43,11 +43,11 @@ def options(group: dict) -> tuple:
 
 
 # A run: consecutive entries [start, end) of a plan's lists that one backend call steps, as a
-# plain tuple (backend name, start, end, fresh_momentum), which torch.compile takes as a constant.
-# fresh_momentum is True for params whose momentum buffer was just created after they had taken
-# steps: their first momentum step must give buf = g, which a zero buffer does when dampening
-# is 0.
-Run = tuple[str, int, int, bool]
+# plain tuple (backend name, start, end, fresh), which torch.compile takes as a constant. `fresh`
+# lists the group indices of params whose momentum buffer was just created after they had taken
+# steps (param_state.prepare): their run is stepped with dampening 0 and their buffers enter the
+# state afterwards; it is () for every other run.
+Run = tuple[str, int, int, tuple[int, ...]]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,8 @@ class GroupPlan:
     flat: dict[int, FlatRun]  # run index -> its one-range form, for runs that have one
 
     def still_valid(self, group: dict, grads_all: list, state) -> bool:
+        if any(run[3] for run in self.runs):
+            return False  # a plan that starts momentum buffers serves one step
         if group["params"] is not self.group_params or options(group) != self.options:
             return False
         if tuple(map(is_not, grads_all, repeat(None))) != self.has_grad:
@@ -90,7 +92,7 @@ class GroupPlan:
             return False
         if not all(map(is_, map(state.get, params), self.state_dicts)):
             return False
-        return all(all(map(is_, map(itemgetter(key), self.state_dicts), tensors))
+        return all(all(map(is_, map(methodcaller("get", key), self.state_dicts), tensors))
                    for key, tensors in self.state_tensors.items())
 
 
@@ -112,12 +114,13 @@ def build(group: dict, indices_by_run: dict[tuple, list[int]], state, resolve_ba
           ) -> GroupPlan:
     """Make the selected params' state fit them and order them in runs (changes state only)."""
     params_by_index = group["params"]
-    fresh = set()
+    fresh = {}
     for indices in indices_by_run.values():
         for index in indices:
             param = params_by_index[index]
-            if prepare(state[param], param, group):
-                fresh.add(index)
+            buffer = prepare(state[param], param, group)
+            if buffer is not None:
+                fresh[index] = buffer
     runs, order = [], []
     for (device, _), indices in indices_by_run.items():
         backend = resolve_backend(group["backend"], device)
@@ -125,18 +128,22 @@ def build(group: dict, indices_by_run: dict[tuple, list[int]], state, resolve_ba
         for fresh_run in (False, True):
             members = [i for i in indices if (i in fresh) == fresh_run]
             if members:
-                runs.append((backend.name, len(order), len(order) + len(members), fresh_run))
+                runs.append((backend.name, len(order), len(order) + len(members),
+                             tuple(members) if fresh_run else ()))
                 order.extend(members)
     params = [params_by_index[i] for i in order]
     flat = {}
     for number, (_, start, end, fresh_run) in enumerate(runs):
         members = params[start:end]
-        if not fresh_run and len(members) > 1:
+        if not fresh_run and len(members) > 1:  # fresh_run: () or the fresh indices
             flat_run = _flat_run(members, [state[p] for p in members], group["momentum"] != 0)
             if flat_run is not None:
                 flat[number] = flat_run
     state_dicts = [state[p] for p in params]
-    keys = _STATE_KEYS + (("momentum_buffer",) if group["momentum"] != 0 else ())
+    tensors = {key: [s[key] for s in state_dicts] for key in _STATE_KEYS}
+    if group["momentum"] != 0:
+        tensors["momentum_buffer"] = [fresh[i] if i in fresh else state[params_by_index[i]][
+            "momentum_buffer"] for i in order]
     return GroupPlan(
         group_params=group["params"],
         options=options(group),
@@ -146,7 +153,7 @@ def build(group: dict, indices_by_run: dict[tuple, list[int]], state, resolve_ba
         addresses=tuple(map(_data_ptr, params)),
         dtypes=tuple(map(_dtype, params)),
         state_dicts=state_dicts,
-        state_tensors={key: [s[key] for s in state_dicts] for key in keys},
+        state_tensors=tensors,
         runs=tuple(runs),
         complex=any(p.is_complex() for p in params),
         flat=flat,
