@@ -78,6 +78,11 @@ def resolve(name: str, device: torch.device):
 
 def _loaded(name: str):
     module = MODULES[name] = _module(name)
+    # A backend that imports its kernels lazily does it now, outside any step: an import while
+    # torch.compile traces a step would break the graph.
+    load = getattr(module, "load", None)
+    if load is not None:
+        load()
     return module
 
 

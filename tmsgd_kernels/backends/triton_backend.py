@@ -72,6 +72,11 @@ def op():
     return _op
 
 
+def load() -> None:
+    """Import and register the kernels (backends.resolve calls it once the backend can run)."""
+    op()
+
+
 def step(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
