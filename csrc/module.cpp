@@ -11,6 +11,13 @@ namespace tmsgd::cpu {
 std::string capability_name();
 }
 
+namespace tmsgd {
+// plan_checks.cpp
+PyObject* same_state_objects(PyObject*, PyObject* args);
+PyObject* layout_fingerprint(PyObject*, PyObject* tensors);
+PyObject* all_strided(PyObject*, PyObject* tensors);
+}
+
 namespace {
 
 PyObject* cpu_capability(PyObject*, PyObject*) {
@@ -21,6 +28,12 @@ PyObject* cpu_capability(PyObject*, PyObject*) {
 PyMethodDef methods[] = {
     {"cpu_capability", cpu_capability, METH_NOARGS,
      "The instruction set of the CPU kernel in use: AVX512, AVX2 or DEFAULT."},
+    {"same_state_objects", tmsgd::same_state_objects, METH_VARARGS,
+     "Whether each param's state dict holds, in order, the objects whose ids are given."},
+    {"layout_fingerprint", tmsgd::layout_fingerprint, METH_O,
+     "A hash of the tensors' addresses, dtypes, devices, sizes and strides."},
+    {"all_strided", tmsgd::all_strided, METH_O,
+     "Whether every tensor of a tuple has the strided layout."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};

@@ -108,7 +108,8 @@ class TMSGD(Optimizer):
         grads_all = [*map(step_plan.grad_of, group["params"])]
         plan = self._plan(group, grads_all)
         grads_picked = plan.pick(grads_all)
-        if not step_plan.dense(grads_picked):
+        # A new gradient object may arrive every step: a sparse one is refused before any change.
+        if not step_plan.all_strided(grads_picked):
             self._rebuild_plans()  # raises the clear error for the sparse gradient
         for tensors, source in ((params, plan.params), (grads, grads_picked)):
             tensors.extend(map(real_view, source) if plan.complex else source)
@@ -155,7 +156,8 @@ class TMSGD(Optimizer):
             calls.append((group, runs, lists))
         for group, runs, lists in calls:
             for number, (backend, start, end, fresh) in enumerate(runs):
-                run_lists = [values[start:end] for values in lists]
+                run_lists = (list(lists) if len(runs) == 1
+                             else [values[start:end] for values in lists])
                 if not torch.compiler.is_compiling():
                     run_lists = self._flat_lists(group, number, run_lists)
                 self._step_run(group, backend, run_lists, bool(fresh), grad_scale, found_inf)

@@ -12,19 +12,17 @@ passes over the group's lists (no Python code per param) before the kernels run.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import repeat
-from operator import attrgetter, is_, is_not, itemgetter, methodcaller
+from itertools import chain, repeat
+from operator import attrgetter, is_, is_not, itemgetter
 
 import torch
 
-from . import flatten
+from . import flatten, native_extension
 from .param_state import prepare, real_view
 from .validation import validate_gradient
 
 grad_of = attrgetter("grad")
-_dtype = attrgetter("dtype")
 _layout = attrgetter("layout")
-_data_ptr = torch.Tensor.data_ptr
 _STATE_KEYS = ("step", "delta_even", "delta_odd")
 
 
@@ -70,10 +68,9 @@ class GroupPlan:
     has_grad: tuple
     pick: object
     params: list  # with grads, in run order (real views are taken at call time)
-    addresses: tuple
-    dtypes: tuple
-    state_dicts: list
+    fingerprint: object  # the params' addresses, dtypes, devices, sizes and strides
     state_tensors: dict  # key -> list, in run order
+    state_ids: tuple  # the ids of every value of the params' state dicts, in order
     runs: tuple[Run, ...]
     complex: bool  # some params are complex: the backends get real views
     flat: dict[int, FlatRun]  # run index -> its one-range form, for runs that have one
@@ -86,14 +83,35 @@ class GroupPlan:
         if tuple(map(is_not, grads_all, repeat(None))) != self.has_grad:
             return False
         params = self.params
-        if tuple(map(_data_ptr, params)) != self.addresses:
+        if _layout_fingerprint(params) != self.fingerprint:
             return False
-        if not all(map(is_, map(_dtype, params), self.dtypes)):
-            return False
-        if not all(map(is_, map(state.get, params), self.state_dicts)):
-            return False
-        return all(all(map(is_, map(methodcaller("get", key), self.state_dicts), tensors))
-                   for key, tensors in self.state_tensors.items())
+        # The state each param has now, entry by entry, is the state the plan steps: a dict
+        # replaced (ZeroRedundancyOptimizer writes new ones) or a tensor replaced in it changes an
+        # identity. The plan holds the old objects, so no new object can reuse their ids.
+        return _same_state_objects(state, params, self.state_ids)
+
+
+# The checks every step makes. The extension has them as C loops (csrc/plan_checks.cpp); these
+# Python versions compute the same for builds without it.
+
+
+def _same_state_objects_in_python(state: dict, params: list, ids: tuple) -> bool:
+    return tuple(map(id, chain.from_iterable(
+        map(dict.values, map(state.__getitem__, params))))) == ids
+
+
+def _layout_fingerprint_in_python(params: list) -> tuple:
+    return tuple((p.data_ptr(), p.dtype, p.device, p.shape, p.stride()) for p in params)
+
+
+def _all_strided_in_python(tensors: tuple) -> bool:
+    return all(map(is_, map(_layout, tensors), repeat(torch.strided)))
+
+
+_C = native_extension._C
+_same_state_objects = _same_state_objects_in_python if _C is None else _C.same_state_objects
+_layout_fingerprint = _layout_fingerprint_in_python if _C is None else _C.layout_fingerprint
+all_strided = _all_strided_in_python if _C is None else _C.all_strided
 
 
 def select(group: dict) -> dict[tuple, list[int]]:
@@ -150,10 +168,9 @@ def build(group: dict, indices_by_run: dict[tuple, list[int]], state, resolve_ba
         has_grad=tuple(p.grad is not None for p in group["params"]),
         pick=_picker(order),
         params=params,
-        addresses=tuple(map(_data_ptr, params)),
-        dtypes=tuple(map(_dtype, params)),
-        state_dicts=state_dicts,
+        fingerprint=_layout_fingerprint(params),
         state_tensors=tensors,
+        state_ids=tuple(id(value) for s in state_dicts for value in s.values()),
         runs=tuple(runs),
         complex=any(p.is_complex() for p in params),
         flat=flat,
@@ -188,7 +205,3 @@ def _flat_run(params: list, states: list[dict], momentum: bool) -> FlatRun | Non
                    flat_state.get("momentum_buffer"))
 
 
-def dense(grads: tuple) -> bool:
-    """Whether every gradient is a dense (strided) tensor. Checked every step: a new gradient
-    object may arrive every step, and a sparse one must be refused before anything changes."""
-    return all(map(is_, map(_layout, grads), repeat(torch.strided)))
