@@ -1,0 +1,184 @@
+"""One TM-SGD step on the CPU, in one run: the `torch` backend eager, the `torch` backend under
+torch.compile(fullgraph=True), and two hand-written per-tensor steps compiled the same way:
+
+    peer_shift  the step as a user would first write it: d_new = b1 d1 + b2 d2 - lr g, p += d_new,
+                then shift the history (d2 <- d1, d1 <- d_new). torch 2.13's Inductor compiles
+                the shift wrongly (d2 receives d_new; pytorch/pytorch#198131 is the same bug), so
+                its time is that of a wrong result; `matches_eager` records it.
+    peer_swap   d_new written over d2 in place, and the two history lists swapped on the host after
+                every call: the least memory traffic (4 reads, 2 writes per element), but the
+                parity lives in Python, which a single graph for every step cannot do.
+
+Cases: one fp32 tensor of 16M elements, and ResNet-50's 161 parameter tensors (25.6M elements).
+No momentum or weight decay (the peers have neither); lr is a 0-dim tensor everywhere, as a
+scheduler would change it. Each compiled variant is first checked against its own eager run.
+
+    python bench/compile_step.py [--rounds 10] [--min-run-time 0.5] [--out ...]
+
+Timing: torch.utils.benchmark (blocked_autorange). The variants take turns for several rounds and
+ratios are taken per round, so the machine's drift shows as their spread (median, min, max).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils import benchmark
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import machine  # noqa: E402
+
+from tmsgd_kernels.backends import torch_backend  # noqa: E402
+from tmsgd_kernels.step_scalars import StepScalars  # noqa: E402
+
+B1, B2 = 0.5, -0.5  # the paper's coefficients (1.5, -1, 0.5) in delta form
+
+
+def resnet50_shapes() -> list[tuple[int, ...]]:
+    """The parameter shapes of torchvision's resnet50, in its order (161 tensors)."""
+    shapes = [(64, 3, 7, 7), (64,), (64,)]
+    channels = 64
+    for width, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        for block in range(blocks):
+            shapes += [(width, channels, 1, 1), (width,), (width,),
+                       (width, width, 3, 3), (width,), (width,),
+                       (4 * width, width, 1, 1), (4 * width,), (4 * width,)]
+            if block == 0:
+                shapes += [(4 * width, channels, 1, 1), (4 * width,), (4 * width,)]
+            channels = 4 * width
+    return shapes + [(1000, 2048), (1000,)]
+
+
+CASES = {"flat-16M": [(16 * 2**20,)], "resnet50": resnet50_shapes()}
+
+
+def peer_shift(params, grads, d1s, d2s, lr) -> None:
+    for p, g, d1, d2 in zip(params, grads, d1s, d2s):
+        d_new = B1 * d1 + B2 * d2 - lr * g
+        p.add_(d_new)
+        d2.copy_(d1)
+        d1.copy_(d_new)
+
+
+def peer_swap(params, grads, d1s, d2s, lr) -> None:
+    for p, g, d1, d2 in zip(params, grads, d1s, d2s):
+        d2.mul_(B2).add_(d1, alpha=B1).sub_(lr * g)
+        p.add_(d2)
+
+
+def make_lists(shapes) -> dict[str, list[torch.Tensor]]:
+    generator = torch.Generator().manual_seed(0)
+
+    def randn(shape, scale=1.0):
+        return torch.randn(shape, generator=generator) * scale
+
+    return {
+        "params": [randn(s) for s in shapes],
+        "grads": [randn(s, 1e-3) for s in shapes],
+        "d1": [randn(s, 1e-4) for s in shapes],
+        "d2": [randn(s, 1e-4) for s in shapes],
+        "steps": [torch.tensor(5, dtype=torch.int64) for _ in shapes],
+    }
+
+
+LR = torch.tensor(1e-3)
+
+
+def backend_stepper(step, t):
+    """Count 5 (odd): the backend reads d2 from delta_odd, d1 from delta_even."""
+    scalars = StepScalars(LR, B1, B2)
+    return lambda: step(t["params"], t["grads"], t["d1"], t["d2"], [], t["steps"], scalars)
+
+
+def shift_stepper(step, t):
+    return lambda: step(t["params"], t["grads"], t["d1"], t["d2"], LR)
+
+
+def swap_stepper(step, t):
+    def one_step():
+        step(t["params"], t["grads"], t["d1"], t["d2"], LR)
+        t["d1"], t["d2"] = t["d2"], t["d1"]
+    return one_step
+
+
+# name: (eager function, how to call it, compiled?)
+VARIANTS = {
+    "eager": (torch_backend.step, backend_stepper, False),
+    "compiled": (torch_backend.step, backend_stepper, True),
+    "peer_shift": (peer_shift, shift_stepper, True),
+    "peer_swap": (peer_swap, swap_stepper, True),
+}
+
+
+def prepare(shapes) -> tuple[dict, dict, dict]:
+    """Each variant's step on its own tensors; the time of its first call (the compile); whether
+    its first compiled step matches the same step run eagerly."""
+    steppers, first_call_s, matches_eager = {}, {}, {}
+    for name, (function, stepper, compiled) in VARIANTS.items():
+        lists = make_lists(shapes)
+        step = stepper(torch.compile(function, fullgraph=True) if compiled else function, lists)
+        start = time.perf_counter()
+        step()
+        first_call_s[name] = round(time.perf_counter() - start, 2)
+        if compiled:
+            reference = make_lists(shapes)
+            stepper(function, reference)()
+            # Params are O(1), steps O(1e-4): compiled and eager rounding differ by a few ulps
+            # of a param (~1e-6), a wrong result by the size of a step.
+            matches_eager[name] = all(
+                torch.allclose(a, b, rtol=0, atol=1e-5)
+                for key in ("params", "d1", "d2") for a, b in zip(lists[key], reference[key]))
+        steppers[name] = step
+    return steppers, first_call_s, matches_eager
+
+
+def ratio_spread(top: list, bottom: list) -> dict:
+    ratios = [a.median / b.median for a, b in zip(top, bottom)]
+    return {"median": round(statistics.median(ratios), 3), "min": round(min(ratios), 3),
+            "max": round(max(ratios), 3)}
+
+
+def measure(case: str, shapes, rounds: int, min_run_time: float) -> dict:
+    steppers, first_call_s, matches_eager = prepare(shapes)
+    per_round = {name: [] for name in steppers}
+    for _ in range(rounds):
+        for name, step in steppers.items():
+            timer = benchmark.Timer(stmt="step()", globals={"step": step})
+            per_round[name].append(timer.blocked_autorange(min_run_time=min_run_time))
+    result = {"case": case, "tensors": len(shapes),
+              "elements": sum(torch.Size(s).numel() for s in shapes),
+              "first_call_s": first_call_s, "matches_eager": matches_eager}
+    for name, measurements in per_round.items():
+        merged = benchmark.Measurement.merge(measurements)[0]
+        result[name] = {"median_ms": round(merged.median * 1e3, 3),
+                        "iqr_ms": round(merged.iqr * 1e3, 3),
+                        "round_medians_ms": [round(m.median * 1e3, 3) for m in measurements]}
+    result["ratios"] = {f"compiled/{other}": ratio_spread(per_round["compiled"], per_round[other])
+                        for other in ("eager", "peer_swap", "peer_shift")}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--min-run-time", type=float, default=0.5)
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--out", default="bench/results/compile_step.json")
+    args = parser.parse_args()
+
+    results = []
+    for case in args.cases:
+        results.append(measure(case, CASES[case], args.rounds, args.min_run_time))
+        print(json.dumps(results[-1], indent=1), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"machine": machine(), "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
