@@ -1,4 +1,5 @@
-// The TM-SGD per-element update (delta form, DESIGN.md section 1), written once for every kernel.
+// The TM-SGD per-element update (delta form, docs/DESIGN.md section 1), written once for every
+// kernel.
 //
 // `V` is the value type the update runs on and `T` its scalar (opmath) type: float for
 // fp32/fp16/bf16 params, double for fp64. The CUDA kernel calls it with V = T (one element per

@@ -2,7 +2,7 @@
 
 On f(w) = 0.5 * sum_i lam_i w_i^2 every optimizer of the SGD family is a linear recurrence in
 h = lr * lam, stable while the spectral radius of its transition matrix stays below 1. Theory
-(delta form of DESIGN.md section 1): SGD h < 2, SGD-M(m) h < 2 (1 + m), TM-SGD (1.5, -1, 0.5)
+(delta form of docs/DESIGN.md section 1): SGD h < 2, SGD-M(m) h < 2 (1 + m), TM-SGD (1.5, -1, 0.5)
 h < 1. Measurement: the real optimizers, full-batch gradient, bisection on lr.
 """
 
@@ -24,7 +24,7 @@ CURVATURE_L = 10.0  # the largest curvature of the test quadratic
 def transition_matrix(opt: str, h: float) -> np.ndarray:
     """The linear map of state (w, d1, d2, v) for one step on f = 0.5 * lam * w^2, h = lr * lam.
 
-    v = lr * momentum buffer; d1, d2 the last two steps (DESIGN.md: d_new = b1 d1 + b2 d2 - lr u).
+    v = lr * momentum buffer; d1, d2 the last two steps (docs/DESIGN.md section 1: d_new = b1 d1 + b2 d2 - lr u).
     """
     m = MOMENTUM if opt in ("sgdm", "tmsgdm") else 0.0
     b1, b2 = (0.5, -0.5) if opt in ("tmsgd", "tmsgdm") else (0.0, 0.0)
