@@ -7,7 +7,7 @@ the noise of a shared machine falls on all of them alike:
     compile[torch]    torch.compile of the fallback's bucket step (inductor, fullgraph)
     sgd[foreach]      torch.optim.SGD(foreach=True), no momentum
     sgd[fused]        torch.optim.SGD(fused=True), no momentum
-    add_              a.add_(b): in-place streaming, the bandwidth ceiling (docs/DESIGN.md section 6)
+    add_              a.add_(b): in-place streaming, the ceiling (docs/DESIGN.md section 6)
 on one flat fp32 buffer per size, and on ResNet-50's 161 parameter tensors (shapes generated
 here; torchvision is not needed). Bytes per element, fp32, no momentum: TM-SGD reads W, g, d1, d2
 and writes W, d_new = 24; SGD and add_ read two and write one = 12. The ceiling is the best

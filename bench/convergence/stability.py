@@ -24,7 +24,8 @@ CURVATURE_L = 10.0  # the largest curvature of the test quadratic
 def transition_matrix(opt: str, h: float) -> np.ndarray:
     """The linear map of state (w, d1, d2, v) for one step on f = 0.5 * lam * w^2, h = lr * lam.
 
-    v = lr * momentum buffer; d1, d2 the last two steps (docs/DESIGN.md section 1: d_new = b1 d1 + b2 d2 - lr u).
+    v = lr * momentum buffer; d1, d2 the last two steps (docs/DESIGN.md section 1:
+    d_new = b1 d1 + b2 d2 - lr u).
     """
     m = MOMENTUM if opt in ("sgdm", "tmsgdm") else 0.0
     b1, b2 = (0.5, -0.5) if opt in ("tmsgd", "tmsgdm") else (0.0, 0.0)
