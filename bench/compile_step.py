@@ -1,13 +1,14 @@
-"""One TM-SGD step on the CPU, in one run: the `torch` backend eager, the `torch` backend under
-torch.compile(fullgraph=True), and two hand-written per-tensor steps compiled the same way:
+"""One TM-SGD step on the CPU, in one run: `TMSGD(backend="torch").step` eager, the same step
+under torch.compile(fullgraph=True), and two hand-written per-tensor steps compiled the same way:
 
     peer_shift  the step as a user would first write it: d_new = b1 d1 + b2 d2 - lr g, p += d_new,
                 then shift the history (d2 <- d1, d1 <- d_new). torch 2.13's Inductor compiles
                 the shift wrongly (d2 receives d_new; pytorch/pytorch#198131 is the same bug), so
                 its time is that of a wrong result; `matches_eager` records it.
     peer_swap   d_new written over d2 in place, and the two history lists swapped on the host after
-                every call: the least memory traffic (4 reads, 2 writes per element), but the
-                parity lives in Python, which a single graph for every step cannot do.
+                every call: the least memory traffic (4 reads, 2 writes per element), the parity
+                kept in Python. The optimizer does the same under torch.compile: it keeps each
+                param's parity on the host, so a compiled step has one graph per history slot.
 
 Cases: one fp32 tensor of 16M elements, and ResNet-50's 161 parameter tensors (25.6M elements).
 No momentum or weight decay (the peers have neither); lr is a 0-dim tensor everywhere, as a
@@ -34,8 +35,7 @@ from torch.utils import benchmark
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import machine  # noqa: E402
 
-from tmsgd_kernels.backends import torch_backend  # noqa: E402
-from tmsgd_kernels.step_scalars import StepScalars  # noqa: E402
+from tmsgd_kernels import TMSGD  # noqa: E402
 
 B1, B2 = 0.5, -0.5  # the paper's coefficients (1.5, -1, 0.5) in delta form
 
@@ -90,29 +90,37 @@ def make_lists(shapes) -> dict[str, list[torch.Tensor]]:
 LR = torch.tensor(1e-3)
 
 
-def backend_stepper(step, t):
-    """Count 5 (odd): the backend reads d2 from delta_odd, d1 from delta_even."""
-    scalars = StepScalars(LR, B1, B2)
-    return lambda: step(t["params"], t["grads"], t["d1"], t["d2"], [], t["steps"], scalars)
+def optimizer_step(t, compiled: bool):
+    """The optimizer's step over the case's tensors (state starts at zero), eager or compiled.
+    Its steps alternate between the two history slots: compiled, one graph serves each."""
+    params = [torch.nn.Parameter(p) for p in t["params"]]
+    for param, grad in zip(params, t["grads"]):
+        param.grad = grad
+    optimizer = TMSGD(params, lr=LR, backend="torch")
+    t["params"] = params
+    return torch.compile(optimizer.step, fullgraph=True) if compiled else optimizer.step
 
 
-def shift_stepper(step, t):
+def shift_step(t, compiled: bool):
+    step = torch.compile(peer_shift, fullgraph=True) if compiled else peer_shift
     return lambda: step(t["params"], t["grads"], t["d1"], t["d2"], LR)
 
 
-def swap_stepper(step, t):
+def swap_step(t, compiled: bool):
+    step = torch.compile(peer_swap, fullgraph=True) if compiled else peer_swap
+
     def one_step():
         step(t["params"], t["grads"], t["d1"], t["d2"], LR)
         t["d1"], t["d2"] = t["d2"], t["d1"]
     return one_step
 
 
-# name: (eager function, how to call it, compiled?)
+# name: (how to make its step from the tensors, compiled?)
 VARIANTS = {
-    "eager": (torch_backend.step, backend_stepper, False),
-    "compiled": (torch_backend.step, backend_stepper, True),
-    "peer_shift": (peer_shift, shift_stepper, True),
-    "peer_swap": (peer_swap, swap_stepper, True),
+    "eager": (optimizer_step, False),
+    "compiled": (optimizer_step, True),
+    "peer_shift": (shift_step, True),
+    "peer_swap": (swap_step, True),
 }
 
 
@@ -120,16 +128,19 @@ def prepare(shapes) -> tuple[dict, dict, dict]:
     """Each variant's step on its own tensors; the time of its first call (the compile); whether
     its first compiled step matches the same step run eagerly."""
     steppers, first_call_s, matches_eager = {}, {}, {}
-    for name, (function, stepper, compiled) in VARIANTS.items():
+    for name, (make_step, compiled) in VARIANTS.items():
         lists = make_lists(shapes)
-        step = stepper(torch.compile(function, fullgraph=True) if compiled else function, lists)
+        step = make_step(lists, compiled)
         start = time.perf_counter()
         step()
         first_call_s[name] = round(time.perf_counter() - start, 2)
+        step()  # the optimizer's second graph (the other history slot)
         if compiled:
             reference = make_lists(shapes)
-            stepper(function, reference)()
-            # Params are O(1), steps O(1e-4): compiled and eager rounding differ by a few ulps
+            eager = make_step(reference, False)
+            eager()
+            eager()
+            # Params are O(1), steps O(1e-3): compiled and eager rounding differ by a few ulps
             # of a param (~1e-6), a wrong result by the size of a step.
             matches_eager[name] = all(
                 torch.allclose(a, b, rtol=0, atol=1e-5)
@@ -149,7 +160,9 @@ def measure(case: str, shapes, rounds: int, min_run_time: float) -> dict:
     per_round = {name: [] for name in steppers}
     for _ in range(rounds):
         for name, step in steppers.items():
-            timer = benchmark.Timer(stmt="step()", globals={"step": step})
+            # All of the machine's threads, as training would use (the Timer's default is one).
+            timer = benchmark.Timer(stmt="step()", globals={"step": step},
+                                    num_threads=torch.get_num_threads())
             per_round[name].append(timer.blocked_autorange(min_run_time=min_run_time))
     result = {"case": case, "tensors": len(shapes),
               "elements": sum(torch.Size(s).numel() for s in shapes),

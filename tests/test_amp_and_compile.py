@@ -78,21 +78,26 @@ def test_compiled_step_equals_eager(backend, device):
     counter = CompileCounter()
     torch._dynamo.reset()
     compiled_step = torch.compile(compiled.step, fullgraph=True, backend=counter)
-    for k, grads in enumerate(make_grads(eager_params, 6)):
-        if k == 3:
+    frames_before_lr_change = None
+    for k, grads in enumerate(make_grads(eager_params, 7)):
+        if k == 4:
+            # By now every graph the step needs exists (the torch backend keeps one per history
+            # slot it writes); the schedule's change of a tensor lr must not add one.
+            frames_before_lr_change = counter.frame_count
             lr.fill_(0.02)
             eager.param_groups[0]["lr"] = 0.02
         for a, b, g in zip(eager_params, compiled_params, grads):
             a.grad, b.grad = g.clone(), g.clone()
         eager.step()
         compiled_step()
-    assert counter.frame_count == 1, "a tensor lr change recompiled the step"
+    assert counter.frame_count == frames_before_lr_change <= 2, (
+        "a tensor lr change recompiled the step")
     for a, b in zip(eager_params, compiled_params):
         # The traced step may run the device-side formulation (torch backend) while eager runs
         # the host-side one: the same math in another order, a few roundings per step apart.
-        bound = 6 * 4 * torch.finfo(torch.float32).eps * a.abs().max().item()
+        bound = 7 * 4 * torch.finfo(torch.float32).eps * a.abs().max().item()
         assert_close(b, a, bound, "compiled vs eager")
-    assert int(compiled.state_dict()["state"][0]["step"]) == 6
+    assert int(compiled.state_dict()["state"][0]["step"]) == 7
 
 
 @pytest.mark.parametrize("capturable", [False, True], ids=["scaler-unscales", "kernel-unscales"])

@@ -62,6 +62,7 @@ class TMSGD(Optimizer):
         validate_hyperparameters(defaults)
         defaults["coefficients"] = tuple(float(c) for c in coefficients)
         self._plans: dict[int, step_plan.GroupPlan] = {}
+        self._odd_counts: dict[tuple[int, int], bool | None] = {}
         super().__init__(params, defaults)
         # As torch's fused optimizers: GradScaler hands over grad_scale and found_inf instead of
         # unscaling the grads itself (saves a read and a write of every gradient) only where
@@ -83,6 +84,7 @@ class TMSGD(Optimizer):
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         self._plans = {}
+        self._odd_counts = {}
         for group in self.param_groups:  # checkpoints from before a group key existed
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
@@ -90,6 +92,7 @@ class TMSGD(Optimizer):
     def __getstate__(self) -> dict:
         state = super().__getstate__()
         state.pop("_plans", None)
+        state.pop("_odd_counts", None)
         return state
 
     def _init_group(
@@ -127,6 +130,22 @@ class TMSGD(Optimizer):
         self._rebuild_plans()
         return self._plans[id(group)]
 
+    def _set_odd_counts(self) -> None:
+        """For the torch backend under torch.compile: whether each param's count is odd, kept
+        on the host for params whose counts live on the CPU. Set from the counts when the plans
+        are built, then flipped for every param a step advanced (TMSGD.step). A traced step reads
+        it, so torch.compile guards on it and keeps one graph per history slot to write, where a
+        graph that serves both must write both (28 instead of 24 bytes per fp32 element)."""
+        self._odd_counts = {}
+        for number, group in enumerate(self.param_groups):
+            plan = self._plans[id(group)]
+            for backend, start, _, fresh, indices in plan.runs:
+                if backend != "torch" or fresh or group["capturable"]:
+                    continue
+                counts = plan.state_tensors["step"][start:]
+                for index, count in zip(indices, counts):
+                    self._odd_counts[(number, index)] = int(count) % 2 == 1
+
     def _rebuild_plans(self) -> None:
         # Everything is checked, for every group, before any state is created or converted.
         selections = []
@@ -140,6 +159,7 @@ class TMSGD(Optimizer):
             id(group): step_plan.build(group, selection, self.state, backends.resolve)
             for group, selection in zip(self.param_groups, selections)
         }
+        self._set_odd_counts()
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -154,19 +174,42 @@ class TMSGD(Optimizer):
             lists: tuple[list[torch.Tensor], ...] = ([], [], [], [], [], [])
             runs = self._init_group(group, *lists)
             calls.append((group, runs, lists))
-        for group, runs, lists in calls:
-            for number, (backend, start, end, fresh) in enumerate(runs):
+        for group_number, (group, runs, lists) in enumerate(calls):
+            for number, (backend, start, end, fresh, indices) in enumerate(runs):
                 run_lists = (list(lists) if len(runs) == 1
                              else [values[start:end] for values in lists])
                 if not torch.compiler.is_compiling():
                     run_lists = self._flat_lists(group, number, run_lists)
-                self._step_run(group, backend, run_lists, bool(fresh), grad_scale, found_inf)
+                odd_slot = self._odd_slot(group_number, indices) if backend == "torch" else None
+                self._step_run(group, backend, run_lists, bool(fresh), grad_scale, found_inf,
+                               odd_slot)
+                if backend == "torch":
+                    self._advance_odd_counts(group_number, indices, found_inf)
                 if len(run_lists[5]) < end - start:  # stepped as one range: copy its count
                     steps = lists[5][start + 1:end]
                     torch._foreach_copy_(steps, [lists[5][start]] * len(steps))
                 if fresh:
                     self._keep_fresh_buffers(group, fresh, lists[4][start:end], found_inf)
         return loss
+
+    def _odd_slot(self, group_number: int, indices: tuple[int, ...]) -> bool | None:
+        """The slot every count of a run agrees on (True: odd), or None (unknown or mixed)."""
+        odd = self._odd_counts.get((group_number, indices[0]))
+        if odd is None:
+            return None
+        for index in indices[1:]:
+            if self._odd_counts.get((group_number, index)) is not odd:
+                return None
+        return odd
+
+    def _advance_odd_counts(self, group_number: int, indices: tuple[int, ...],
+                            found_inf) -> None:
+        # Every count of the run advanced by one, unless found_inf may have stopped them.
+        for index in indices:
+            key = (group_number, index)
+            odd = self._odd_counts.get(key)
+            if odd is not None:
+                self._odd_counts[key] = None if found_inf is not None else not odd
 
     def _keep_fresh_buffers(self, group: dict, fresh: tuple[int, ...], buffers: list,
                             found_inf) -> None:
@@ -193,7 +236,7 @@ class TMSGD(Optimizer):
 
     @staticmethod
     def _step_run(group: dict, backend: str, lists: list, fresh_momentum: bool, grad_scale,
-                  found_inf) -> None:
+                  found_inf, odd_slot: bool | None) -> None:
         params, grads, delta_even, delta_odd, momentum_buffers, steps = lists
         device = params[0].device
         lr = group["lr"]
@@ -206,9 +249,10 @@ class TMSGD(Optimizer):
             grad_scale = grad_scale.to(device)
         if found_inf is not None and found_inf.device != device:
             found_inf = found_inf.to(device)
+        extra = {} if odd_slot is None else {"odd_slot": odd_slot}  # torch backend only
         backends.MODULES[backend].step(params, grads, delta_even, delta_odd,
-                                           momentum_buffers, steps, scalars, grad_scale,
-                                           found_inf)
+                                       momentum_buffers, steps, scalars, grad_scale, found_inf,
+                                       **extra)
 
     @torch._disable_dynamo
     def load_state_dict(self, state_dict: dict) -> None:

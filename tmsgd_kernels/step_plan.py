@@ -41,11 +41,12 @@ def options(group: dict) -> tuple:
 
 
 # A run: consecutive entries [start, end) of a plan's lists that one backend call steps, as a
-# plain tuple (backend name, start, end, fresh), which torch.compile takes as a constant. `fresh`
-# lists the group indices of params whose momentum buffer was just created after they had taken
-# steps (param_state.prepare): their run is stepped with dampening 0 and their buffers enter the
-# state afterwards; it is () for every other run.
-Run = tuple[str, int, int, tuple[int, ...]]
+# plain tuple (backend name, start, end, fresh, indices), which torch.compile takes as a
+# constant. `indices` are the group indices of the run's params. `fresh` repeats them for a run
+# of params whose momentum buffer was just created after they had taken steps
+# (param_state.prepare): such a run is stepped with dampening 0 and its buffers enter the state
+# afterwards; it is () for every other run.
+Run = tuple[str, int, int, tuple[int, ...], tuple[int, ...]]
 
 
 @dataclass(frozen=True)
@@ -147,11 +148,11 @@ def build(group: dict, indices_by_run: dict[tuple, list[int]], state, resolve_ba
             members = [i for i in indices if (i in fresh) == fresh_run]
             if members:
                 runs.append((backend.name, len(order), len(order) + len(members),
-                             tuple(members) if fresh_run else ()))
+                             tuple(members) if fresh_run else (), tuple(members)))
                 order.extend(members)
     params = [params_by_index[i] for i in order]
     flat = {}
-    for number, (_, start, end, fresh_run) in enumerate(runs):
+    for number, (_, start, end, fresh_run, _) in enumerate(runs):
         members = params[start:end]
         if not fresh_run and len(members) > 1:  # fresh_run: () or the fresh indices
             flat_run = _flat_run(members, [state[p] for p in members], group["momentum"] != 0)
