@@ -118,3 +118,26 @@ def test_grad_scaler_with_unscale_before_step(backend, device, capturable):
         optimizer.zero_grad()
         oracle_step(oracle, unscaled, lr=0.05)
     assert_close(p, oracle.weight, 1e-5, "unscale_ then step")
+
+
+def test_compiled_step_follows_counts_that_fall_apart(backend, device):
+    """A param without a gradient for a step falls one count behind the others; a compiled step
+    (whose torch-backend graphs write the one history slot the counts call for) must notice and
+    keep matching the eager step, before, during and after."""
+    shapes = [(33,), (33,), (33,)]
+    eager_params = make_params(shapes, torch.float32, device)
+    compiled_params = make_params(shapes, torch.float32, device)
+    eager = TMSGD(eager_params, lr=0.05, momentum=0.5, backend=backend)
+    compiled = TMSGD(compiled_params, lr=0.05, momentum=0.5, backend=backend)
+    torch._dynamo.reset()
+    compiled_step = torch.compile(compiled.step, fullgraph=True, backend="eager")
+    for k, grads in enumerate(make_grads(eager_params, 12)):
+        for i, (a, b, g) in enumerate(zip(eager_params, compiled_params, grads)):
+            skipped = k == 5 and i == 2
+            a.grad, b.grad = (None, None) if skipped else (g.clone(), g.clone())
+        eager.step()
+        compiled_step()
+        for a, b in zip(eager_params, compiled_params):
+            bound = (k + 1) * 4 * torch.finfo(torch.float32).eps * a.abs().max().item()
+            assert_close(b, a, bound, f"step {k}")
+    assert [int(s["step"]) for s in compiled.state.values()] == [12, 12, 11]
