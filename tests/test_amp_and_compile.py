@@ -141,3 +141,18 @@ def test_compiled_step_follows_counts_that_fall_apart(backend, device):
             bound = (k + 1) * 4 * torch.finfo(torch.float32).eps * a.abs().max().item()
             assert_close(b, a, bound, f"step {k}")
     assert [int(s["step"]) for s in compiled.state.values()] == [12, 12, 11]
+
+
+def test_compiled_step_refuses_a_count_edited_in_place():
+    """The torch backend's compiled step writes the slot its host-side parity record names; a
+    count edited in place behind the optimizer's back makes it raise, not step the wrong slot."""
+    (p,) = make_params([(10,)], torch.float32, "cpu")
+    optimizer = TMSGD([p], lr=0.1, backend="torch")
+    torch._dynamo.reset()
+    step = torch.compile(optimizer.step, fullgraph=True, backend="eager")
+    for (g,) in make_grads([p], 3):
+        p.grad = g
+        step()
+    optimizer.state[p]["step"].add_(1)
+    with pytest.raises(RuntimeError, match="step count changed outside"):
+        step()

@@ -201,6 +201,10 @@ def _device_one(p, g, even, odd, buf, count, opmath, scalars, lr, scale, keep,
         d2 = torch.where(is_odd, odd, even)
         d1 = torch.where(is_odd, even, odd)
     else:
+        # The caller's record of the parity must be the count's: a count edited in place
+        # behind the optimizer's back fails here instead of stepping the wrong slot.
+        torch._assert_async(count % 2 == int(odd_slot),
+                            "TMSGD: a step count changed outside step() and load_state_dict()")
         d2, d1 = (odd, even) if odd_slot else (even, odd)
     multi = d2.to(torch.promote_types(d2.dtype, opmath)) * scalars.b2
     multi = torch.add(multi, d1, alpha=scalars.b1)
