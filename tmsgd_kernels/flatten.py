@@ -16,21 +16,23 @@ from .overlap import dense_without_overlap
 
 
 def one_range(tensors: list[torch.Tensor]) -> torch.Tensor | None:
-    """A 1-D view over `tensors` when they lie back to back, in list order, in one storage (one
-    dtype, each dense), else None. Elements are in memory order, so tensors that share their
-    strides pairwise (a param and its state) map onto each other element for element."""
-    if not tensors:
+    """A 1-D view over `tensors` when those with elements lie back to back, in list order, in
+    one storage (one dtype, each dense), else None. Elements are in memory order, so tensors that
+    share their strides pairwise (a param and its state) map onto each other element for
+    element. Empty tensors hold no elements, wherever they point."""
+    full = [t for t in tensors if t.numel()]
+    if not full:
         return None
-    first = tensors[0]
+    first = full[0]
     storage = first.untyped_storage().data_ptr()
     end = first.data_ptr()
-    for tensor in tensors:
+    for tensor in full:
         if (tensor.dtype != first.dtype or tensor.data_ptr() != end
                 or tensor.untyped_storage().data_ptr() != storage
                 or not dense_without_overlap(tensor)):
             return None
         end += tensor.numel() * tensor.element_size()
-    total = sum(t.numel() for t in tensors)
+    total = sum(t.numel() for t in full)
     return first.as_strided((total,), (1,), first.storage_offset())
 
 

@@ -18,6 +18,7 @@ from itertools import chain
 
 import torch
 
+from ..flatten import one_range
 from . import pointer_table
 from .launch_rule import flat_config, table_config
 from .tensor_checks import check_tensors, in_param_layout
@@ -43,25 +44,13 @@ _cache: OrderedDict[tuple, Layout] = OrderedDict()
 _stats = {"hits": 0, "builds": 0, "tables": 0}
 
 
-def _back_to_back(tensors: list[torch.Tensor]) -> bool:
-    """Whether the tensors with elements follow each other in one storage, in list order."""
-    full = [t for t in tensors if t.numel()]
-    storage = full[0].untyped_storage().data_ptr()
-    end = full[0].data_ptr()
-    for t in full:
-        if t.untyped_storage().data_ptr() != storage or t.data_ptr() != end:
-            return False
-        end += t.numel() * t.element_size()
-    return True
-
-
 def _build(lists: TensorLists, counts_on_device: bool) -> Layout:
     numels = list(map(_numel, lists.params))
     total = sum(numels)
     device = lists.params[0].device
     first = next((i for i, n in enumerate(numels) if n), 0)
     flat = (not counts_on_device and total > 0
-            and all(_back_to_back(tensors) for tensors in lists.streams()))
+            and all(one_range(tensors) is not None for tensors in lists.streams()))
     if flat:
         block, warps = flat_config(total, device)
         return Layout(block, warps, total, first, None)
