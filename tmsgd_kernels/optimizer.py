@@ -4,6 +4,7 @@ the backends."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
@@ -180,7 +181,9 @@ class TMSGD(Optimizer):
                              else [values[start:end] for values in lists])
                 if not torch.compiler.is_compiling():
                     run_lists = self._flat_lists(group, number, run_lists)
-                odd_slot = self._odd_slot(group_number, indices) if backend == "torch" else None
+                # Only a traced step uses the record; the eager torch backend reads the counts.
+                odd_slot = (self._odd_slot(group_number, indices)
+                            if backend == "torch" and torch.compiler.is_compiling() else None)
                 self._step_run(group, backend, run_lists, bool(fresh), grad_scale, found_inf,
                                odd_slot)
                 if backend == "torch":
@@ -244,7 +247,7 @@ class TMSGD(Optimizer):
             lr = lr.to(device)
         scalars = StepScalars.from_group(group, lr)
         if fresh_momentum:  # a zero buffer and no dampening give buf = g (torch's rule)
-            scalars = StepScalars(**{**scalars.__dict__, "dampening": 0.0})
+            scalars = dataclasses.replace(scalars, dampening=0.0)
         if grad_scale is not None and grad_scale.device != device:
             grad_scale = grad_scale.to(device)
         if found_inf is not None and found_inf.device != device:
