@@ -13,8 +13,10 @@ from torch.optim import Optimizer
 
 from . import backends, step_plan
 from .coefficients import PAPER_COEFFICIENTS
+from .local_tensors import local, locals_of
 from .overlap import check_no_overlap
 from .param_state import real_view
+from .state_creation import is_state_creation_step
 from .state_format import prepare_load
 from .step_scalars import StepScalars
 from .validation import validate_hyperparameters
@@ -116,6 +118,8 @@ class TMSGD(Optimizer):
         if not step_plan.all_strided(grads_picked):
             self._rebuild_plans()  # raises the clear error for the sparse gradient
         for tensors, source in ((params, plan.params), (grads, grads_picked)):
+            if plan.sharded:
+                source = locals_of(source)
             tensors.extend(map(real_view, source) if plan.complex else source)
         delta_even.extend(plan.state_tensors["delta_even"])
         delta_odd.extend(plan.state_tensors["delta_odd"])
@@ -153,7 +157,7 @@ class TMSGD(Optimizer):
         for group in self.param_groups:
             validate_hyperparameters(group)
             selections.append(step_plan.select(group))
-        check_no_overlap([group["params"][i] for group, selection in
+        check_no_overlap([local(group["params"][i]) for group, selection in
                           zip(self.param_groups, selections)
                           for indices in selection.values() for i in indices])
         self._plans = {
@@ -168,6 +172,9 @@ class TMSGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if is_state_creation_step(self):
+            self._rebuild_plans()  # creates every param's state, counts at 0; nothing else
+            return loss
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
         calls = []
@@ -192,7 +199,10 @@ class TMSGD(Optimizer):
                     steps = lists[5][start + 1:end]
                     torch._foreach_copy_(steps, [lists[5][start]] * len(steps))
                 if fresh:
-                    self._keep_fresh_buffers(group, fresh, lists[4][start:end], found_inf)
+                    plan = self._plans[id(group)]
+                    buffers = ([plan.fresh_buffers[i] for i in fresh] if plan.sharded
+                               else lists[4][start:end])  # the DTensors, not their shards
+                    self._keep_fresh_buffers(group, fresh, buffers, found_inf)
         return loss
 
     def _odd_slot(self, group_number: int, indices: tuple[int, ...]) -> bool | None:

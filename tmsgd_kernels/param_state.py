@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from .local_tensors import like_param, same_distribution
+
 HISTORY_KEYS = ("delta_even", "delta_odd")
 
 
@@ -34,7 +36,7 @@ def step_device(group: dict, param: torch.Tensor) -> torch.device:
 def _fits(value: object, like: torch.Tensor, dtype: torch.dtype) -> bool:
     return (isinstance(value, torch.Tensor) and value.shape == like.shape
             and value.dtype == dtype and value.device == like.device
-            and value.stride() == like.stride())
+            and value.stride() == like.stride() and same_distribution(value, like))
 
 
 def _shaped_like(value: object, like: torch.Tensor) -> bool:
@@ -42,7 +44,8 @@ def _shaped_like(value: object, like: torch.Tensor) -> bool:
 
 
 def _converted(value: torch.Tensor, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """`value`'s numbers in `like`'s layout and device, as `dtype`."""
+    """`value`'s numbers in `like`'s layout, device and distribution, as `dtype`."""
+    value = like_param(value, like, "a state tensor")
     return torch.empty_like(like, dtype=dtype).copy_(value)
 
 

@@ -19,6 +19,7 @@ from itertools import chain
 
 import torch
 
+from .local_tensors import like_param
 from .param_state import real_view
 from .validation import validate_hyperparameters
 
@@ -43,7 +44,8 @@ def _tensor(value: object, param: torch.Tensor, index: int, key: str) -> torch.T
                                                              if param.is_complex() else ""))
     if not value.is_floating_point():
         raise ValueError(f"{_where(index)}: '{key}' has dtype {value.dtype}, not floating point")
-    return value.detach().to(device=param.device, copy=True)
+    value = like_param(value.detach(), param, f"{_where(index)}: '{key}'")
+    return value.to(device=param.device, copy=True)
 
 
 def _count(value: object, index: int) -> int:

@@ -18,6 +18,7 @@ from operator import attrgetter, is_, is_not, itemgetter
 import torch
 
 from . import flatten, native_extension
+from .local_tensors import is_dtensor, locals_of
 from .param_state import prepare, real_view
 from .validation import validate_gradient
 
@@ -69,8 +70,10 @@ class GroupPlan:
     has_grad: tuple
     pick: object
     params: list  # with grads, in run order (real views are taken at call time)
-    fingerprint: object  # the params' addresses, dtypes, devices, sizes and strides
-    state_tensors: dict  # key -> list, in run order
+    sharded: bool  # some params are DTensors: the kernels get local shards (local_tensors.py)
+    fingerprint: object  # the (local) params' addresses, dtypes, devices, sizes and strides
+    state_tensors: dict  # key -> list, in run order; local shards when sharded
+    fresh_buffers: dict  # index -> a momentum buffer that enters the state after this step
     state_ids: tuple  # the ids of every value of the params' state dicts, in order
     runs: tuple[Run, ...]
     complex: bool  # some params are complex: the backends get real views
@@ -83,7 +86,7 @@ class GroupPlan:
             return False
         if tuple(map(is_not, grads_all, repeat(None))) != self.has_grad:
             return False
-        params = self.params
+        params = locals_of(self.params) if self.sharded else self.params
         if _layout_fingerprint(params) != self.fingerprint:
             return False
         # The state each param has now, entry by entry, is the state the plan steps: a dict
@@ -151,10 +154,11 @@ def build(group: dict, indices_by_run: dict[tuple, list[int]], state, resolve_ba
                              tuple(members) if fresh_run else (), tuple(members)))
                 order.extend(members)
     params = [params_by_index[i] for i in order]
+    sharded = any(map(is_dtensor, params))
     flat = {}
     for number, (_, start, end, fresh_run, _) in enumerate(runs):
         members = params[start:end]
-        if not fresh_run and len(members) > 1:  # fresh_run: () or the fresh indices
+        if not fresh_run and not sharded and len(members) > 1:  # fresh_run: () or indices
             flat_run = _flat_run(members, [state[p] for p in members], group["momentum"] != 0)
             if flat_run is not None:
                 flat[number] = flat_run
@@ -163,14 +167,18 @@ def build(group: dict, indices_by_run: dict[tuple, list[int]], state, resolve_ba
     if group["momentum"] != 0:
         tensors["momentum_buffer"] = [fresh[i] if i in fresh else state[params_by_index[i]][
             "momentum_buffer"] for i in order]
+    if sharded:
+        tensors = {key: locals_of(values) for key, values in tensors.items()}
     return GroupPlan(
         group_params=group["params"],
         options=options(group),
         has_grad=tuple(p.grad is not None for p in group["params"]),
         pick=_picker(order),
         params=params,
-        fingerprint=_layout_fingerprint(params),
+        sharded=sharded,
+        fingerprint=_layout_fingerprint(locals_of(params) if sharded else params),
         state_tensors=tensors,
+        fresh_buffers=fresh,
         state_ids=tuple(id(value) for s in state_dicts for value in s.values()),
         runs=tuple(runs),
         complex=any(p.is_complex() for p in params),

@@ -8,6 +8,7 @@ import torch
 
 from .backends import BACKEND_NAMES
 from .coefficients import validate_coefficients
+from .local_tensors import describe, same_distribution
 
 HISTORY_DTYPES = (None, torch.float32, torch.float64, torch.bfloat16, torch.float16)
 PARAM_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
@@ -73,6 +74,9 @@ def validate_gradient(param: torch.Tensor, index: int) -> None:
         raise RuntimeError(f"gradient of {where} has shape {tuple(grad.shape)}")
     if grad.dtype != param.dtype:
         raise RuntimeError(f"gradient of {where} has dtype {grad.dtype}, parameter {param.dtype}")
+    if not same_distribution(grad, param):
+        raise RuntimeError(f"gradient of {where} is {describe(grad)}, the parameter "
+                           f"{describe(param)}")
     if grad.device != param.device:
         raise RuntimeError(f"gradient of {where} is on {grad.device}, parameter on {param.device}")
     real_dtype = param.real.dtype if param.is_complex() else param.dtype
