@@ -4,6 +4,7 @@ contiguous half of each batch, so that the engines' averaged gradient is the ful
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
     set_model_state_dict,
@@ -42,8 +44,14 @@ def batches(steps: int = STEPS, size: int = 8) -> list[tuple[torch.Tensor, torch
             for _ in range(steps)]
 
 
-def train(model: nn.Module, optimizer, data, rank: int = 0, world_size: int = 1) -> None:
-    for x, y in data:
+def train(model: nn.Module, optimizer, data, rank: int = 0, world_size: int = 1,
+          late_momentum: bool = False) -> None:
+    """With late_momentum, the first half of the steps runs without momentum: the rest starts
+    buffers for params that have already taken steps (the optimizer's `fresh` runs)."""
+    for number, (x, y) in enumerate(data):
+        if late_momentum:
+            for group in optimizer.param_groups:
+                group["momentum"] = OPTIONS["momentum"] if number >= HALF else 0.0
         x, y = x.chunk(world_size)[rank], y.chunk(world_size)[rank]
         optimizer.zero_grad(set_to_none=True)
         nn.functional.mse_loss(model(x), y).backward()
@@ -68,10 +76,10 @@ def snapshot(model: nn.Module, optimizer, gather: bool = True) -> dict:
     return result
 
 
-def single_process_run(backend: str, data) -> dict:
+def single_process_run(backend: str, data, late_momentum: bool = False) -> dict:
     model = make_model()
     optimizer = TMSGD(model.parameters(), backend=backend, **OPTIONS)
-    train(model, optimizer, data)
+    train(model, optimizer, data, late_momentum=late_momentum)
     return snapshot(model, optimizer)
 
 
@@ -103,7 +111,7 @@ def state_layout(model: nn.Module, optimizer) -> list[tuple]:
 
 def fsdp2_train(rank: int, world_size: int, folder: Path, backend: str) -> dict:
     model, optimizer = fsdp2_model_and_optimizer(backend)
-    train(model, optimizer, batches(), rank, world_size)
+    train(model, optimizer, batches(), rank, world_size, late_momentum=True)
     return {"layout": state_layout(model, optimizer), "full": snapshot(model, optimizer)}
 
 
@@ -143,17 +151,38 @@ def fsdp2_save_and_continue(rank: int, world_size: int, folder: Path, backend: s
     train(model, optimizer, data[:HALF], rank, world_size)
     dcp.save(_checkpoint(model, optimizer), checkpoint_id=str(folder / "checkpoint"))
     saved = snapshot(model, optimizer)
+    whole = StateDictOptions(full_state_dict=True)
+    # A copy: like optimizer.state_dict(), it holds the live counts, which the steps advance.
+    full_state = copy.deepcopy(get_optimizer_state_dict(model, optimizer, options=whole))
+    # The full (gathered) state dict loaded into a model and optimizer built afresh.
+    other, other_optimizer = fsdp2_model_and_optimizer(backend, seed=123)
+    set_model_state_dict(other, get_model_state_dict(model, options=whole), options=whole)
+    set_optimizer_state_dict(other, other_optimizer, full_state, options=whole)
     train(model, optimizer, data[HALF:], rank, world_size)
-    return {"saved": saved, "final": snapshot(model, optimizer)}
+    return {"saved": saved, "final": snapshot(model, optimizer), "full_state": full_state,
+            "full_state_loaded": snapshot(other, other_optimizer)}
 
 
 def fsdp2_load_and_continue(rank: int, world_size: int, folder: Path, backend: str) -> dict:
-    """Restore a checkpoint a single process saved, then the last three steps."""
+    """Restore a checkpoint a single process saved, then the last three steps. Also: the same
+    process's plain optimizer.state_dict() loaded on every rank with load_state_dict (each
+    rank keeps its shard), and this rank's DTensor state refused by a plain-param optimizer."""
     model, optimizer = fsdp2_model_and_optimizer(backend, seed=123)
     _restore(model, optimizer, folder / "checkpoint")
     loaded = snapshot(model, optimizer)
+    other, other_optimizer = fsdp2_model_and_optimizer(backend, seed=123)
+    other_optimizer.load_state_dict(torch.load(folder / "plain_optimizer.pt"))
+    plain_loaded = snapshot(other, other_optimizer)
+    plain = make_model()
+    plain_optimizer = TMSGD(plain.parameters(), backend=backend, **OPTIONS)
+    try:
+        plain_optimizer.load_state_dict(optimizer.state_dict())
+        refusal = None
+    except ValueError as error:
+        refusal = str(error)
     train(model, optimizer, batches()[HALF:], rank, world_size)
-    return {"loaded": loaded, "final": snapshot(model, optimizer)}
+    return {"loaded": loaded, "plain_loaded": plain_loaded, "refusal": refusal,
+            "final": snapshot(model, optimizer)}
 
 
 def fsdp2_state_creation(rank: int, world_size: int, folder: Path, backend: str) -> dict:

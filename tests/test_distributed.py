@@ -71,7 +71,8 @@ def test_fsdp2_trains_like_one_process_with_sharded_state(backend, tmp_path) -> 
     assert all(row[2] == "Tensor" for row in layout if row[1] == "step")
     local_shapes = {row[3] for row in ranks[1]["layout"]}
     assert (0,) in local_shapes and (0, 3) in local_shapes  # rank 1 holds empty shards
-    assert_snapshots_close(ranks[0]["full"], single_process_run(backend, batches()))
+    reference = single_process_run(backend, batches(), late_momentum=True)
+    assert_snapshots_close(ranks[0]["full"], reference)
     assert_snapshots_close(ranks[1]["full"], ranks[0]["full"], exact=True)
 
 
@@ -138,7 +139,14 @@ def _plain_restore(path, backend: str) -> tuple[torch.nn.Module, TMSGD]:
 
 
 def test_checkpoint_from_two_ranks_loads_in_one_process(tmp_path) -> None:
-    rank0 = run_on_ranks(fsdp2_save_and_continue, tmp_path, "cpu")[0]
+    ranks = run_on_ranks(fsdp2_save_and_continue, tmp_path, "cpu")
+    rank0 = ranks[0]
+    for rank in ranks:  # the gathered (full_state_dict=True) path, both ways
+        assert rank["full_state"]["state"].keys() == rank0["saved"].keys()
+        assert_snapshots_close({n: {"param": rank0["saved"][n]["param"], **s}
+                                for n, s in rank["full_state"]["state"].items()},
+                               rank0["saved"], exact=True)
+        assert_snapshots_close(rank["full_state_loaded"], rank0["saved"], exact=True)
     model, optimizer = _plain_restore(tmp_path / "checkpoint", "cpu")
     assert_snapshots_close(snapshot(model, optimizer), rank0["saved"], exact=True)
     train(model, optimizer, batches()[HALF:])
@@ -153,10 +161,14 @@ def test_checkpoint_from_one_process_loads_on_two_ranks(tmp_path) -> None:
     dcp.save({"model": get_model_state_dict(model),
               "optim": get_optimizer_state_dict(model, optimizer)},
              checkpoint_id=str(tmp_path / "checkpoint"))
+    torch.save(optimizer.state_dict(), tmp_path / "plain_optimizer.pt")
     saved = snapshot(model, optimizer)
     train(model, optimizer, data[HALF:])
     for rank in run_on_ranks(fsdp2_load_and_continue, tmp_path, "cpu"):
         assert_snapshots_close(rank["loaded"], saved, exact=True)
+        assert_snapshots_close({n: {**s, "param": saved[n]["param"]}
+                                for n, s in rank["plain_loaded"].items()}, saved, exact=True)
+        assert "is a DTensor" in rank["refusal"] and "plain tensor" in rank["refusal"]
         assert_snapshots_close(rank["final"], snapshot(model, optimizer))
 
 
