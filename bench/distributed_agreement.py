@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the test suite's workers are the runs measured here
+sys.path.insert(0, str(ROOT / "bench"))
 
 from distributed_harness import run_on_ranks  # noqa: E402
 from distributed_workers import (  # noqa: E402
@@ -30,6 +30,7 @@ from distributed_workers import (  # noqa: E402
     single_process_run,
     zero_train_and_resume,
 )
+from timing import machine  # noqa: E402
 
 from tmsgd_kernels.backends import unavailable_reason  # noqa: E402
 
@@ -58,9 +59,7 @@ def main() -> None:
             rows.append({"engine": engine, "backend": backend,
                          "max_abs_difference": largest_difference(actual, expected)})
             print(f"{engine:12s} {backend:7s} {rows[-1]['max_abs_difference']:.3g}")
-    result = {"machine": {"cpu": platform.processor() or platform.machine(),
-                          "cores": os.cpu_count(), "torch": torch.__version__},
-              "steps": len(batches()), "rows": rows}
+    result = {"machine": machine(), "steps": len(batches()), "rows": rows}
     out = ROOT / "bench" / "results" / "distributed_agreement.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
