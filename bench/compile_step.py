@@ -33,26 +33,12 @@ import torch
 from torch.utils import benchmark
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cases import resnet50_shapes  # noqa: E402
 from timing import machine  # noqa: E402
 
 from tmsgd_kernels import TMSGD  # noqa: E402
 
 B1, B2 = 0.5, -0.5  # the paper's coefficients (1.5, -1, 0.5) in delta form
-
-
-def resnet50_shapes() -> list[tuple[int, ...]]:
-    """The parameter shapes of torchvision's resnet50, in its order (161 tensors)."""
-    shapes = [(64, 3, 7, 7), (64,), (64,)]
-    channels = 64
-    for width, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
-        for block in range(blocks):
-            shapes += [(width, channels, 1, 1), (width,), (width,),
-                       (width, width, 3, 3), (width,), (width,),
-                       (4 * width, width, 1, 1), (4 * width,), (4 * width,)]
-            if block == 0:
-                shapes += [(4 * width, channels, 1, 1), (4 * width,), (4 * width,)]
-            channels = 4 * width
-    return shapes + [(1000, 2048), (1000,)]
 
 
 CASES = {"flat-16M": [(16 * 2**20,)], "resnet50": resnet50_shapes()}

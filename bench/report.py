@@ -1,0 +1,132 @@
+"""The main job: one optimizer step of every TM-SGD backend against what users would otherwise
+run, on this machine, with ratios to each peer and to the bytes floor.
+
+    python bench/report.py            quick (about a minute on a 2-core CPU)
+    python bench/report.py --full     every case: flat buffers 64K to 64M (1B on a GPU), ResNet-50,
+                                      GPT-2 small, a 1B decoder (GPU), 161 tiny tensors, MoE
+
+Writes bench/results/report.json (every timing with its spread and the machine), report.md (the
+tables) and report_*.png, and prints the tables. Peers and byte counts: bench/peers.py; cases:
+bench/cases.py; timing: bench/measure.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(HERE.parent / ".inductor-cache"))
+
+import torch  # noqa: E402
+from cases import FLAT_SIZES, MODEL_CASES, Case, all_cases, flat  # noqa: E402
+from measure import ratio, time_peers  # noqa: E402
+from peers import Config, bytes_per_element, peers_for  # noqa: E402
+from report_output import write_outputs  # noqa: E402
+from state_memory import state_bytes_per_element  # noqa: E402
+from timing import machine  # noqa: E402
+
+from tmsgd_kernels import native_extension  # noqa: E402
+
+PLAIN, MOMENTUM, BF16 = Config(), Config(momentum=True), Config(history="bf16")
+REFERENCES = ("sgd[fused]", "sgd[foreach]", "compile[fair]", "compile[fallback]")
+
+
+def plan(full: bool, on_gpu: bool) -> list[tuple[Case, Config, bool]]:
+    """(case, configuration, with the compiled peers?) for every measurement of the run."""
+    if not full:
+        return [(flat(1 << 24), PLAIN, True), (flat(1 << 24), MOMENTUM, False),
+                (flat(1 << 24), BF16, False), (MODEL_CASES["resnet50"], PLAIN, False),
+                (MODEL_CASES["resnet50"], MOMENTUM, False), (MODEL_CASES["tiny-161"], PLAIN,
+                                                             False),
+                (MODEL_CASES["moe-8x"], PLAIN, False)]
+    sizes = FLAT_SIZES if on_gpu else [n for n in FLAT_SIZES if n <= 1 << 26]
+    runs = [(flat(n), config, config == PLAIN) for n in sizes for config in (PLAIN, MOMENTUM,
+                                                                             BF16)]
+    for name, case in MODEL_CASES.items():
+        if case.gpu_only and not on_gpu:
+            continue
+        runs += [(case, PLAIN, name != "tiny-161"), (case, MOMENTUM, name != "tiny-161")]
+    return runs
+
+
+def rows_for(case: Case, config: Config, timings: dict) -> list[dict]:
+    elements = case.stepped_elements
+    ceiling = timings.get("ceiling")
+    ceiling_gbps = (bytes_per_element("ceiling", config) * elements / ceiling.median / 1e9
+                    if ceiling else None)
+    floor_s = (bytes_per_element("tmsgd", config) * elements / (ceiling_gbps * 1e9)
+               if ceiling_gbps else None)
+    rows = []
+    for peer, timing in timings.items():
+        gbps = bytes_per_element(peer, config) * elements / timing.median / 1e9
+        row = {"case": case.name, "tensors": len(case.shapes), "elements": elements,
+               "config": config.label, "peer": peer, "median_ms": timing.median * 1e3,
+               "iqr_ms": timing.iqr * 1e3, "round_medians_ms": [t * 1e3 for t in timing.rounds],
+               "bytes_per_element": bytes_per_element(peer, config), "gb_per_s": gbps,
+               "of_ceiling": gbps / ceiling_gbps if ceiling_gbps else None,
+               "time_over_floor": (timing.median / floor_s
+                                   if floor_s and peer.startswith(("tmsgd", "compile")) else None),
+               "ratios": {f"/{ref}": ratio(timing, timings[ref]) for ref in REFERENCES
+                          if ref in timings and ref != peer}}
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="every case and configuration")
+    parser.add_argument("--cases", nargs="+", default=None, metavar="CASE",
+                        help="only these cases (names as in bench/cases.py, e.g. flat-1M "
+                             "resnet50), in every configuration; compiled peers without momentum")
+    parser.add_argument("--rounds", type=int, default=None, help="default 3 quick, 5 full")
+    parser.add_argument("--min-run-time", type=float, default=None,
+                        help="seconds per peer per round (default 0.1 quick, 0.3 full)")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "report.json")
+    args = parser.parse_args()
+    rounds = args.rounds or (5 if args.full else 3)
+    min_run_time = args.min_run_time or (0.3 if args.full else 0.1)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    runs = plan(args.full, device.type == "cuda")
+    if args.cases:
+        known = {case.name: case for case in all_cases(device.type == "cuda")}
+        unknown = set(args.cases) - known.keys()
+        if unknown:
+            parser.error(f"unknown cases {sorted(unknown)}; choose from {sorted(known)}")
+        runs = [(known[name], config, config == PLAIN) for name in args.cases
+                for config in (PLAIN, MOMENTUM, BF16)]
+
+    started = time.perf_counter()
+    rows = []
+    for number, (case, config, compiled) in enumerate(runs, 1):
+        builders = peers_for(case, device, compiled)
+        steps = {name: build(case, device, config) for name, build in builders.items()}
+        timings = time_peers(steps, device, rounds, min_run_time)
+        del steps
+        rows += rows_for(case, config, timings)
+        print(f"[{number}/{len(runs)}] {case.name}, {config.label}: {len(timings)} peers, "
+              f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    info = machine()
+    info["cpu_kernel"] = native_extension.cpu_capability()
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    result = {"machine": info, "mode": "full" if args.full else "quick", "rounds": rounds,
+              "min_run_time_s": min_run_time, "timer": ("triton.testing.do_bench"
+                                                        if device.type == "cuda"
+                                                        else "torch.utils.benchmark"),
+              "rows": rows, "state_bytes_per_element": state_bytes_per_element(),
+              "seconds": round(time.perf_counter() - started, 1)}
+    write_outputs(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
