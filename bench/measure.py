@@ -38,17 +38,34 @@ def _gpu_round(step: Callable[[], object], min_run_time: float) -> list[float]:
     return [q * 1e-3 for q in quantiles]  # the quartiles stand for the round's samples
 
 
-def time_peers(steps: dict[str, Callable[[], object]], device: torch.device, rounds: int,
-               min_run_time: float) -> dict[str, Timing]:
-    """Every step called once (state, compilation), then `rounds` rounds of each in turn."""
+def time_peers(builders: dict[str, Callable[[], Callable[[], object]]], device: torch.device,
+               rounds: int, min_run_time: float, interleave: bool = True) -> dict[str, Timing]:
+    """Each builder makes its step; every step is called twice (state, compilation: a compiled
+    step has a graph per history slot), then timed for `rounds` rounds. Interleaved, the peers
+    take turns each round and all live at once; otherwise (cases too large for every peer's
+    tensors at once) each peer is built, timed for all its rounds and freed in turn."""
     one_round = _gpu_round if device.type == "cuda" else _cpu_round
-    for step in steps.values():
+    samples: dict[str, list[list[float]]] = {name: [] for name in builders}
+
+    def ready(build):
+        step = build()
         step()
-        step()  # a compiled step's second graph (the other history slot)
-    samples: dict[str, list[list[float]]] = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            samples[name].append(one_round(step, min_run_time))
+        step()
+        return step
+
+    if interleave:
+        steps = {name: ready(build) for name, build in builders.items()}
+        for _ in range(rounds):
+            for name, step in steps.items():
+                samples[name].append(one_round(step, min_run_time))
+        del steps
+    else:
+        for name, build in builders.items():
+            step = ready(build)
+            samples[name] = [one_round(step, min_run_time) for _ in range(rounds)]
+            del step
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     timings = {}
     for name, per_round in samples.items():
         pooled = sorted(t for times in per_round for t in times)

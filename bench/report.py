@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -39,11 +40,11 @@ REFERENCES = ("sgd[fused]", "sgd[foreach]", "compile[fair]", "compile[fallback]"
 def plan(full: bool, on_gpu: bool) -> list[tuple[Case, Config, bool]]:
     """(case, configuration, with the compiled peers?) for every measurement of the run."""
     if not full:
-        return [(flat(1 << 24), PLAIN, True), (flat(1 << 24), MOMENTUM, False),
-                (flat(1 << 24), BF16, False), (MODEL_CASES["resnet50"], PLAIN, False),
-                (MODEL_CASES["resnet50"], MOMENTUM, False), (MODEL_CASES["tiny-161"], PLAIN,
-                                                             False),
-                (MODEL_CASES["moe-8x"], PLAIN, False)]
+        size = flat(1 << 26 if on_gpu else 1 << 24)
+        models = ["resnet50", "tiny-161", "moe-8x"] + (["gpt2-small"] if on_gpu else [])
+        return ([(size, PLAIN, True), (size, MOMENTUM, False), (size, BF16, False),
+                 (MODEL_CASES["resnet50"], MOMENTUM, False)]
+                + [(MODEL_CASES[name], PLAIN, False) for name in models])
     sizes = FLAT_SIZES if on_gpu else [n for n in FLAT_SIZES if n <= 1 << 26]
     runs = [(flat(n), config, config == PLAIN) for n in sizes for config in (PLAIN, MOMENTUM,
                                                                              BF16)]
@@ -52,6 +53,17 @@ def plan(full: bool, on_gpu: bool) -> list[tuple[Case, Config, bool]]:
             continue
         runs += [(case, PLAIN, name != "tiny-161"), (case, MOMENTUM, name != "tiny-161")]
     return runs
+
+
+def fits_at_once(case: Case, peers: int, device: torch.device) -> bool:
+    """Whether every peer's tensors (param, grad, two history slots, a buffer: at most 5 fp32
+    tensors per element) fit in half the memory free now; else the peers are timed in turn."""
+    need = case.elements * 4 * 5 * peers
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return need < free / 2
 
 
 def rows_for(case: Case, config: Config, timings: dict) -> list[dict]:
@@ -104,11 +116,11 @@ def main() -> None:
     started = time.perf_counter()
     rows = []
     for number, (case, config, compiled) in enumerate(runs, 1):
-        builders = peers_for(case, device, compiled)
-        steps = {name: build(case, device, config) for name, build in builders.items()}
-        timings = time_peers(steps, device, rounds, min_run_time)
-        del steps
-        rows += rows_for(case, config, timings)
+        builders = {name: partial(build, case, device, config)
+                    for name, build in peers_for(case, device, compiled).items()}
+        interleave = fits_at_once(case, len(builders), device)
+        timings = time_peers(builders, device, rounds, min_run_time, interleave)
+        rows += [row | {"interleaved": interleave} for row in rows_for(case, config, timings)]
         print(f"[{number}/{len(runs)}] {case.name}, {config.label}: {len(timings)} peers, "
               f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     info = machine()
