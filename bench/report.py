@@ -34,6 +34,7 @@ from timing import machine  # noqa: E402
 from tmsgd_kernels import native_extension  # noqa: E402
 
 PLAIN, MOMENTUM, BF16 = Config(), Config(momentum=True), Config(history="bf16")
+NOISY = 0.25
 REFERENCES = ("sgd[fused]", "sgd[foreach]", "compile[fair]", "compile[fallback]")
 
 
@@ -79,6 +80,9 @@ def rows_for(case: Case, config: Config, timings: dict) -> list[dict]:
         row = {"case": case.name, "tensors": len(case.shapes), "elements": elements,
                "config": config.label, "peer": peer, "median_ms": timing.median * 1e3,
                "iqr_ms": timing.iqr * 1e3, "round_medians_ms": [t * 1e3 for t in timing.rounds],
+               # A busy machine shows as spread: flagged when the IQR exceeds a quarter of the
+               # median (on a quiet 2-core machine the step's IQR is a few percent).
+               "noisy": timing.iqr > NOISY * timing.median,
                "bytes_per_element": bytes_per_element(peer, config), "gb_per_s": gbps,
                "of_ceiling": gbps / ceiling_gbps if ceiling_gbps else None,
                "time_over_floor": (timing.median / floor_s

@@ -34,11 +34,16 @@ def table_lines(result: dict) -> list[str]:
         for r in rows:
             ratios = r["ratios"]
             lines.append(
-                f"| {r['peer']} | {r['median_ms']:.3f} ({r['iqr_ms']:.3f}) | {r['gb_per_s']:.1f} "
+                f"| {r['peer']} | {r['median_ms']:.3f} ({r['iqr_ms']:.3f}){' !' * r['noisy']} "
+                f"| {r['gb_per_s']:.1f} "
                 f"| {_optional(r['of_ceiling'])} | {_optional(r['time_over_floor'])} | "
                 + " | ".join(_spread(ratios[k]) if k in ratios else ""
                              for k in ("/sgd[fused]", "/sgd[foreach]", "/compile[fair]")) + " |")
         lines.append("")
+    noisy = sum(r["noisy"] for r in result["rows"])
+    if noisy:
+        lines += [f"! {noisy} of {len(result['rows'])} timings have an IQR above a quarter of "
+                  f"their median: the machine was busy; treat their ratios with care.", ""]
     lines += ["**Optimizer state**, bytes per fp32 parameter element (measured after one step):",
               "", "| optimizer | bytes |", "|---|---|"]
     lines += [f"| {name} | {value:.2f} |"
