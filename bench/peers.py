@@ -126,9 +126,14 @@ def _ceiling(case: Case, device: torch.device, config: Config) -> Callable[[], o
     return lambda: torch._foreach_add_(a, b)
 
 
-def peers_for(case: Case, device: torch.device, compiled: bool) -> dict[str, Callable]:
+COMPILED_PEERS = ("compile[fallback]", "compile[fair]")
+
+
+def peers_for(case: Case, device: torch.device, compiled: tuple[str, ...] = COMPILED_PEERS
+              ) -> dict[str, Callable]:
     """name -> builder for the peers that apply: every TM-SGD backend, flattened for list
-    cases, and, with `compiled`, the two torch.compile peers (a cold compile takes seconds)."""
+    cases, the `compiled` ones of the torch.compile peers (a cold compile takes 10-20 s on a
+    CPU), SGD and the ceiling."""
     names = {}
     for backend in ("cuda", "triton", "cpu", "torch"):
         if backend == "triton" and device.type != "cuda":
@@ -137,8 +142,9 @@ def peers_for(case: Case, device: torch.device, compiled: bool) -> dict[str, Cal
             names[f"tmsgd[{backend}]"] = _tmsgd(backend)
             if len(case.shapes) > 1 and backend != "torch":
                 names[f"tmsgd[{backend}]+flat"] = _tmsgd(backend, flat=True)
-    if compiled:
+    if "compile[fallback]" in compiled:
         names["compile[fallback]"] = _tmsgd("torch", compiled=True)
+    if "compile[fair]" in compiled:
         names["compile[fair]"] = _fair
     names["sgd[fused]"] = _sgd(fused=True)
     names["sgd[foreach]"] = _sgd(foreach=True)

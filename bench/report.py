@@ -26,7 +26,7 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(HERE.parent / ".inductor-ca
 import torch  # noqa: E402
 from cases import FLAT_SIZES, MODEL_CASES, Case, all_cases, flat  # noqa: E402
 from measure import ratio, time_peers  # noqa: E402
-from peers import Config, bytes_per_element, peers_for  # noqa: E402
+from peers import COMPILED_PEERS, Config, bytes_per_element, peers_for  # noqa: E402
 from report_output import write_outputs  # noqa: E402
 from state_memory import state_bytes_per_element  # noqa: E402
 from timing import machine  # noqa: E402
@@ -38,21 +38,23 @@ NOISY = 0.25
 REFERENCES = ("sgd[fused]", "sgd[foreach]", "compile[fair]", "compile[fallback]")
 
 
-def plan(full: bool, on_gpu: bool) -> list[tuple[Case, Config, bool]]:
-    """(case, configuration, with the compiled peers?) for every measurement of the run."""
+def plan(full: bool, on_gpu: bool) -> list[tuple[Case, Config, tuple[str, ...]]]:
+    """(case, configuration, compiled peers) for every measurement of the run. A quick run
+    compiles only the fair peer, once (a cold compile is 10-20 s of its minute here)."""
     if not full:
         size = flat(1 << 26 if on_gpu else 1 << 24)
         models = ["resnet50", "tiny-161", "moe-8x"] + (["gpt2-small"] if on_gpu else [])
-        return ([(size, PLAIN, True), (size, MOMENTUM, False), (size, BF16, False),
-                 (MODEL_CASES["resnet50"], MOMENTUM, False)]
-                + [(MODEL_CASES[name], PLAIN, False) for name in models])
+        return ([(size, PLAIN, ("compile[fair]",)), (size, MOMENTUM, ()), (size, BF16, ()),
+                 (MODEL_CASES["resnet50"], MOMENTUM, ())]
+                + [(MODEL_CASES[name], PLAIN, ()) for name in models])
     sizes = FLAT_SIZES if on_gpu else [n for n in FLAT_SIZES if n <= 1 << 26]
-    runs = [(flat(n), config, config == PLAIN) for n in sizes for config in (PLAIN, MOMENTUM,
-                                                                             BF16)]
+    runs = [(flat(n), config, COMPILED_PEERS if config == PLAIN else ())
+            for n in sizes for config in (PLAIN, MOMENTUM, BF16)]
     for name, case in MODEL_CASES.items():
         if case.gpu_only and not on_gpu:
             continue
-        runs += [(case, PLAIN, name != "tiny-161"), (case, MOMENTUM, name != "tiny-161")]
+        compiled = () if name == "tiny-161" else COMPILED_PEERS
+        runs += [(case, PLAIN, compiled), (case, MOMENTUM, compiled)]
     return runs
 
 
@@ -114,8 +116,8 @@ def main() -> None:
         unknown = set(args.cases) - known.keys()
         if unknown:
             parser.error(f"unknown cases {sorted(unknown)}; choose from {sorted(known)}")
-        runs = [(known[name], config, config == PLAIN) for name in args.cases
-                for config in (PLAIN, MOMENTUM, BF16)]
+        runs = [(known[name], config, COMPILED_PEERS if config == PLAIN else ())
+                for name in args.cases for config in (PLAIN, MOMENTUM, BF16)]
 
     started = time.perf_counter()
     rows = []

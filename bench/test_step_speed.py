@@ -27,7 +27,7 @@ PEERS = ["tmsgd[cuda]", "tmsgd[triton]", "tmsgd[cpu]", "tmsgd[torch]", "tmsgd[cu
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.label.replace(", ", "-"))
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_step(benchmark, case, config, peer) -> None:
-    builders = peers_for(case, DEVICE, compiled=True)
+    builders = peers_for(case, DEVICE)
     if peer not in builders:
         pytest.skip(f"{peer} does not apply to {case.name} on {DEVICE.type}")
     if config.history == "bf16" and not peer.startswith(("tmsgd", "compile[fair]")):
