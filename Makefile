@@ -20,7 +20,7 @@ endif
 
 SOURCES := setup.py pyproject.toml requirements-test.txt $(wildcard csrc/*.cpp csrc/*.h csrc/*.cu csrc/*/*.cpp)
 
-.PHONY: setup run bench test lint experiments experiments-full clean
+.PHONY: setup run bench test lint experiments experiments-full clean gpu-check
 
 setup: $(STAMP)
 
@@ -45,15 +45,26 @@ bench: setup
 test: setup
 	$(PY) -m pytest -q -p no:logging $(PYTEST_ARGS)
 
-# Convergence experiments (docs/EXPERIMENTS.md): a quick version (~2 min here) and the full one.
+# Convergence experiments (docs/EXPERIMENTS.md): a quick version of the whole pipeline (a few
+# minutes here) and the full protocol that the report is written from (about an hour here).
 experiments: setup
-	$(PY) -m bench.convergence --quick
+	$(PY) -m experiments.convergence --quick
 
 experiments-full: setup
-	$(PY) -m bench.convergence --full
+	$(PY) -m experiments.convergence --full
 
 lint: setup
 	$(PY) -m ruff check .
+
+# Everything that needs a GPU (bench/gpu_check/run.py): build for this GPU, the test suite on it,
+# compute-sanitizer over both GPU kernels, the GPU benchmarks; output in $OUT or
+# bench/results/gpu_check. Runs on the machine's own Python (no venv; only this package is
+# installed, editable, without network); on a fresh machine in three calls:
+# GPU_CHECK_ARGS="--stages build,test", then build,sanitize, then build,bench.
+# `make gpu-check --dry-run` (or -n) prints the commands and runs their CPU parts.
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+gpu-check:
+	+$(GPU_PYTHON) bench/gpu_check/run.py $(if $(findstring n,$(firstword -$(MAKEFLAGS))),--dry-run) $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf build *.egg-info tmsgd_kernels/*.so .setup-current-python $(VENV)

@@ -13,6 +13,8 @@ default ones, so an inline function the copies share resolves to the DEFAULT bui
 import glob
 import os
 import platform
+import re
+import subprocess
 import sys
 
 from setuptools import setup
@@ -29,6 +31,26 @@ CPU_CAPABILITIES = {
                # GCC 12 false positive inside its own avx512fintrin.h (ATen headers hit it).
                "-Wno-maybe-uninitialized"],
 }
+
+
+# The oldest toolkit the CUDA kernels compile with: their tables are __grid_constant__ kernel
+# parameters (CUDA 11.7). They stay under 4 KB (csrc/cuda_table.h), so no newer toolkit or driver
+# is needed for large parameter lists. csrc/cuda_kernel.cu refuses older ones too (#error).
+MIN_CUDA = (11, 7)
+
+
+def _check_cuda_toolkit(cuda_home: str) -> None:
+    nvcc = os.path.join(cuda_home, "bin", "nvcc")
+    report = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    found = re.search(r"release (\d+)\.(\d+)", report)
+    if found is None:
+        raise RuntimeError(f"cannot read the CUDA version from `{nvcc} --version`")
+    version = (int(found[1]), int(found[2]))
+    if version < MIN_CUDA:
+        raise RuntimeError(
+            f"the CUDA toolkit at {cuda_home} is {version[0]}.{version[1]}; the CUDA kernels need "
+            f"{MIN_CUDA[0]}.{MIN_CUDA[1]} or newer. Point CUDA_HOME at a newer toolkit, or set "
+            f"TMSGD_NO_CUDA=1 to build without them (the triton and torch backends still run)")
 
 
 def _builds_capabilities() -> bool:
@@ -65,6 +87,7 @@ def extension_build():
         and os.environ.get("TMSGD_NO_CUDA") != "1"
     )
     if with_cuda:
+        _check_cuda_toolkit(CUDA_HOME)
         extension = CUDAExtension(
             "tmsgd_kernels._C",
             sources + sorted(glob.glob("csrc/*.cu")),

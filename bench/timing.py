@@ -1,29 +1,11 @@
-"""Timing helpers shared by the benchmarks: medians of repeated steps, the machine's description."""
+"""The machine a benchmark ran on, for its result file."""
 
 from __future__ import annotations
 
 import os
 import platform
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
-
-
-def median_seconds(step: Callable[[], object], repeats: int = 15, warmup: int = 3) -> float:
-    """Median wall time of `step` (synchronizing CUDA around each call)."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    for _ in range(warmup):
-        step()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def machine() -> dict:

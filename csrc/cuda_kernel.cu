@@ -13,13 +13,26 @@
 //    converted per thread: that saved 6-8 registers;
 //  - the count mode stays a run-time branch: as a template it saved 6 registers in host mode
 //    but cost 12 more in device mode.
-// ptxas (sm_90, CUDA 13.0) reports 40 / 52 registers for fp32 params and history without / with
-// momentum, 39 / 46 for fp32 params with bf16 history, 48 / 64 for bf16 with bf16.
+// cuobjdump of the sm_90 build (CUDA 13.0) reports 40 / 52 registers for fp32 params and history
+// without / with momentum (6 / 4 resident blocks of 256 threads per SM), 39 / 46 for fp32 params
+// with bf16 history, 48 / 64 for bf16 with bf16, up to 78 (3 blocks) for fp16 params with fp64
+// history; tests/test_native_cuda_build.py keeps them. The grid is sized from what the runtime
+// says fits (resident_blocks), never from an assumed occupancy.
+//
+// Built with --fmad=false (setup.py): no multiply-add contraction, as in the C++ and Triton
+// kernels. The FFMA instructions left in the SASS belong to IEEE division (g / grad_scale), whose
+// correctly rounded expansion uses them; the PTX holds no fma.
+#if !defined(__CUDACC_VER_MAJOR__) || __CUDACC_VER_MAJOR__ * 100 + __CUDACC_VER_MINOR__ < 1107
+#error "tmsgd_kernels needs CUDA 11.7 or newer to build its CUDA kernels (__grid_constant__)"
+#endif
+
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <cuda_runtime.h>
 
+#include <array>
+#include <atomic>
 #include <type_traits>
 
 #include "cuda_table.h"
@@ -174,21 +187,48 @@ void with_type(Dtype dtype, F&& f) {
   }
 }
 
-template <typename T>
-void launch_typed(const CudaTable& table, const CudaArgs<T>& args, Dtype param, Dtype history,
-                  bool momentum, int grid, void* stream) {
-  const auto cuda_stream = static_cast<cudaStream_t>(stream);
+// Blocks of one instantiation resident on one SM of the current device, as the runtime computes
+// it from the compiled kernel's registers; asked once per device and instantiation.
+template <typename P, typename H, bool kMomentum>
+int resident_blocks(int device) {
+  constexpr int kDevices = 64;
+  static std::array<std::atomic<int>, kDevices> known{};
+  if (device >= 0 && device < kDevices) {
+    const int blocks = known[device].load(std::memory_order_relaxed);
+    if (blocks > 0) {
+      return blocks;
+    }
+  }
+  int blocks = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &blocks, tmsgd_step_kernel<P, H, kMomentum>, kThreads, 0));
+  TORCH_CHECK(blocks > 0, "tmsgd_step: the step kernel fits no block on this GPU");
+  if (device >= 0 && device < kDevices) {
+    known[device].store(blocks, std::memory_order_relaxed);
+  }
+  return blocks;
+}
+
+template <typename P, typename H, bool kMomentum>
+KernelResources resources_of(int device) {
+  cudaFuncAttributes attributes{};
+  C10_CUDA_CHECK(cudaFuncGetAttributes(&attributes, tmsgd_step_kernel<P, H, kMomentum>));
+  return {attributes.numRegs, static_cast<int64_t>(attributes.localSizeBytes),
+          resident_blocks<P, H, kMomentum>(device)};
+}
+
+// Calls f(P{}, H{}, bool_constant<momentum>{}) for the run-time dtypes, opmath T's only.
+template <typename T, typename F>
+void with_instantiation(Dtype param, Dtype history, bool momentum, F&& f) {
   with_type(param, [&](auto p_tag) {
     using P = decltype(p_tag);
     if constexpr (std::is_same_v<OpMath<P>, T>) {
       with_type(history, [&](auto h_tag) {
-        using H = decltype(h_tag);
         if (momentum) {
-          tmsgd_step_kernel<P, H, true><<<grid, kThreads, 0, cuda_stream>>>(table, args);
+          f(p_tag, h_tag, std::true_type{});
         } else {
-          tmsgd_step_kernel<P, H, false><<<grid, kThreads, 0, cuda_stream>>>(table, args);
+          f(p_tag, h_tag, std::false_type{});
         }
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     } else {
       TORCH_CHECK(false, "tmsgd_step: internal error, scalars of the wrong opmath dtype");
@@ -196,16 +236,50 @@ void launch_typed(const CudaTable& table, const CudaArgs<T>& args, Dtype param, 
   });
 }
 
+// One step launch: as many blocks as fit on the device at once (a grid-stride loop covers the
+// rest), or one per chunk when there are fewer chunks.
+template <typename T>
+void launch_typed(const CudaTable& table, const CudaArgs<T>& args, Dtype param, Dtype history,
+                  bool momentum, const Device& device, void* stream) {
+  with_instantiation<T>(param, history, momentum, [&](auto p_tag, auto h_tag, auto m_tag) {
+    using P = decltype(p_tag);
+    using H = decltype(h_tag);
+    constexpr bool kMomentum = decltype(m_tag)::value;
+    const int64_t chunks = table.chunk_end[table.count - 1];
+    const int64_t fit =
+        int64_t(device.multiprocessors) * resident_blocks<P, H, kMomentum>(device.index);
+    const int grid = static_cast<int>(chunks < fit ? chunks : fit);
+    tmsgd_step_kernel<P, H, kMomentum>
+        <<<grid, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(table, args);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
 }  // namespace
 
 void launch_step(const CudaTable& table, const CudaArgs<float>& args, Dtype param, Dtype history,
-                 bool momentum, int grid, void* stream) {
-  launch_typed(table, args, param, history, momentum, grid, stream);
+                 bool momentum, const Device& device, void* stream) {
+  launch_typed(table, args, param, history, momentum, device, stream);
 }
 
 void launch_step(const CudaTable& table, const CudaArgs<double>& args, Dtype param,
-                 Dtype history, bool momentum, int grid, void* stream) {
-  launch_typed(table, args, param, history, momentum, grid, stream);
+                 Dtype history, bool momentum, const Device& device, void* stream) {
+  launch_typed(table, args, param, history, momentum, device, stream);
+}
+
+KernelResources step_kernel_resources(Dtype param, Dtype history, bool momentum) {
+  int device = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  KernelResources result{};
+  auto ask = [&](auto p_tag, auto h_tag, auto m_tag) {
+    result = resources_of<decltype(p_tag), decltype(h_tag), decltype(m_tag)::value>(device);
+  };
+  if (param == Dtype::kDouble) {
+    with_instantiation<double>(param, history, momentum, ask);
+  } else {
+    with_instantiation<float>(param, history, momentum, ask);
+  }
+  return result;
 }
 
 void launch_increment(const CountTable& table, const float* found_inf, void* stream) {

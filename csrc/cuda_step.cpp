@@ -22,7 +22,6 @@
 #include <cuda_runtime_api.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <array>
 #include <vector>
 
@@ -59,7 +58,7 @@ struct Launcher {
   at::TensorList steps;
   Dtype param_dtype;
   Dtype history_dtype;
-  int64_t max_grid;  // enough resident blocks to saturate memory bandwidth
+  Device device;  // its multiprocessors bound the grid (launch_step)
   void* stream;
 
   // Steps the tensors `indices` with `args`, kMaxTensors per launch (empty tensors skipped).
@@ -69,8 +68,7 @@ struct Launcher {
     CudaTable table;
     auto flush = [&]() {
       if (table.count > 0) {
-        const int grid = static_cast<int>(std::min(table.chunk_end[table.count - 1], max_grid));
-        launch_step(table, args, param_dtype, history_dtype, momentum, grid, stream);
+        launch_step(table, args, param_dtype, history_dtype, momentum, device, stream);
       }
       table.count = 0;
     };
@@ -219,7 +217,7 @@ void tmsgd_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList
                           steps,
                           to_dtype(params[0].scalar_type()),
                           to_dtype(delta_even[0].scalar_type()),
-                          int64_t(multiprocessors(device.index())) * 8,
+                          Device{device.index(), multiprocessors(device.index())},
                           c10::cuda::getCurrentCUDAStream().stream()};
   const Hyperparameters h{b1, b2, momentum, dampening, weight_decay, nesterov, maximize,
                           switch_step};

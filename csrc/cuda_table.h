@@ -61,11 +61,27 @@ static_assert(sizeof(CountTable) + sizeof(void*) <= 4096, "count kernel paramete
 // Dtype codes of the launcher (mirrors of c10::ScalarType, without its header in nvcc's way).
 enum class Dtype { kFloat, kDouble, kHalf, kBFloat16 };
 
+// The device a call launches on (the current one).
+struct Device {
+  int index;
+  int multiprocessors;
+};
+
 // float args for fp32 / fp16 / bf16 params, double args for fp64 params.
 void launch_step(const CudaTable& table, const CudaArgs<float>& args, Dtype param, Dtype history,
-                 bool momentum, int grid, void* stream);
+                 bool momentum, const Device& device, void* stream);
 void launch_step(const CudaTable& table, const CudaArgs<double>& args, Dtype param,
-                 Dtype history, bool momentum, int grid, void* stream);
+                 Dtype history, bool momentum, const Device& device, void* stream);
+
+// What the compiled step kernel of one instantiation needs, and what it therefore gets, on the
+// current device (tests, bench/gpu_check): registers per thread, local memory per thread, and
+// blocks of 256 threads resident per SM (the grid's unit, see launch_step).
+struct KernelResources {
+  int registers;
+  int64_t local_bytes;
+  int resident_blocks;
+};
+KernelResources step_kernel_resources(Dtype param, Dtype history, bool momentum);
 void launch_increment(const CountTable& table, const float* found_inf, void* stream);
 
 }  // namespace tmsgd::cuda

@@ -18,12 +18,51 @@ PyObject* layout_fingerprint(PyObject*, PyObject* tensors);
 PyObject* all_strided(PyObject*, PyObject* tensors);
 }
 
+#ifdef TMSGD_WITH_CUDA
+#include "cuda_table.h"
+#endif
+
 namespace {
 
 PyObject* cpu_capability(PyObject*, PyObject*) {
   const std::string name = tmsgd::cpu::capability_name();
   return PyUnicode_FromString(name.c_str());
 }
+
+#ifdef TMSGD_WITH_CUDA
+// cuda_kernel_resources(param_dtype, history_dtype, momentum) -> (registers, local bytes,
+// resident blocks per SM) of that step kernel on the current device; dtypes by torch's names.
+PyObject* cuda_kernel_resources(PyObject*, PyObject* args) {
+  const char* param = nullptr;
+  const char* history = nullptr;
+  int momentum = 0;
+  if (!PyArg_ParseTuple(args, "ssp", &param, &history, &momentum)) {
+    return nullptr;
+  }
+  using tmsgd::cuda::Dtype;
+  auto dtype = [](const std::string& name, Dtype* out) {
+    if (name == "float32") *out = Dtype::kFloat;
+    else if (name == "float64") *out = Dtype::kDouble;
+    else if (name == "float16") *out = Dtype::kHalf;
+    else if (name == "bfloat16") *out = Dtype::kBFloat16;
+    else return false;
+    return true;
+  };
+  Dtype p{}, h{};
+  if (!dtype(param, &p) || !dtype(history, &h)) {
+    PyErr_SetString(PyExc_ValueError, "dtypes: float32, float64, float16 or bfloat16");
+    return nullptr;
+  }
+  try {
+    const auto r = tmsgd::cuda::step_kernel_resources(p, h, momentum != 0);
+    return Py_BuildValue("(iLi)", r.registers, static_cast<long long>(r.local_bytes),
+                         r.resident_blocks);
+  } catch (const std::exception& error) {
+    PyErr_SetString(PyExc_RuntimeError, error.what());
+    return nullptr;
+  }
+}
+#endif
 
 PyMethodDef methods[] = {
     {"cpu_capability", cpu_capability, METH_NOARGS,
@@ -34,6 +73,10 @@ PyMethodDef methods[] = {
      "A hash of the tensors' addresses, dtypes, devices, sizes and strides."},
     {"all_strided", tmsgd::all_strided, METH_O,
      "Whether every tensor of a tuple has the strided layout."},
+#ifdef TMSGD_WITH_CUDA
+    {"cuda_kernel_resources", cuda_kernel_resources, METH_VARARGS,
+     "(registers, local bytes, resident blocks per SM) of a CUDA step kernel."},
+#endif
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};

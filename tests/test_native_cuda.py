@@ -242,3 +242,28 @@ def test_64_bit_indexing(counts):
         assert torch.all(piece == 0.75)
     assert torch.all(even[-4099:] == -0.25) and torch.all(odd[-4099:] == 0)
     assert int(step) == 1
+
+
+DTYPE_NAMES = ["float32", "float64", "float16", "bfloat16"]
+
+
+def test_grid_follows_the_compiled_kernels_occupancy():
+    """What the runtime says of each compiled step kernel, which launch_step sizes its grid with:
+    no spilled local memory, and as many resident blocks of 256 threads as the registers allow
+    (the 8 per SM the grid once assumed fit only below 33 registers)."""
+    properties = torch.cuda.get_device_properties(CUDA)
+    registers_per_sm = getattr(properties, "regs_per_multiprocessor", 65536)
+    blocks_by_threads = properties.max_threads_per_multi_processor // 256
+    resident = {}
+    for param in DTYPE_NAMES:
+        for history in DTYPE_NAMES:
+            for momentum in (False, True):
+                registers, local, blocks = native_extension._C.cuda_kernel_resources(
+                    param, history, momentum)
+                assert local <= 8, (param, history, momentum, local)  # see the build test
+                rounded = -(-registers // 8) * 8
+                assert blocks == min(blocks_by_threads, registers_per_sm // (256 * rounded))
+                resident[param, history, momentum] = blocks
+    if torch.cuda.get_device_capability(CUDA) == (9, 0):  # the numbers in cuda_kernel.cu
+        assert resident["float32", "float32", False] == 6
+        assert resident["float32", "float32", True] == 4

@@ -4,6 +4,8 @@ registers the CUDA implementation of the op. Skipped unless TMSGD_EXPECT_CUDA_BU
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 
 import pytest
 import torch
@@ -52,3 +54,91 @@ def test_library_embeds_device_code() -> None:
     symbols = subprocess.run(["nm", "-C", library], capture_output=True, text=True,
                              check=True).stdout
     assert "tmsgd_step_kernel" in symbols and "increment_counts_kernel" in symbols
+
+
+# ------------------------------------------------------------------ the compiled device code
+# Read from the library with cuobjdump (shipped in the Triton wheel that a CUDA torch pulls in;
+# the CUDA toolkit of this machine has none). sm_90: the GPU machines' H100 / H200.
+
+CPP_TYPES = {"float": "fp32", "double": "fp64", "c10::Half": "fp16", "c10::BFloat16": "bf16"}
+STEP_KERNEL = re.compile(r"tmsgd_step_kernel<([\w:]+), ([\w:]+), (true|false)>")
+
+
+def _cuobjdump(*args: str) -> str:
+    import triton
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    if not os.path.exists(tool):
+        pytest.skip("no cuobjdump in this Triton wheel")
+    from tmsgd_kernels import native_extension
+
+    dump = subprocess.run([tool, *args, native_extension._C.__file__], capture_output=True,
+                          text=True, check=True).stdout
+    names = sorted(set(re.findall(r"_Z\w+", dump)))
+    plain = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    for name, readable in sorted(zip(names, plain), key=lambda pair: -len(pair[0])):
+        dump = dump.replace(name, readable)
+    return dump
+
+
+def _per_step_kernel(text: str, marker: str) -> dict[tuple[str, str, bool], str]:
+    """The part of a cuobjdump listing that follows each step kernel's `marker` line, by
+    (param, history, momentum)."""
+    parts = {}
+    for chunk in text.split(marker)[1:]:
+        found = STEP_KERNEL.search(chunk.splitlines()[0])
+        if found:
+            key = (CPP_TYPES[found[1]], CPP_TYPES[found[2]], found[3] == "true")
+            parts[key] = chunk
+    return parts
+
+
+def _sm90(text: str) -> str:
+    """The sm_90 section of a listing (the library holds sm_80 code too)."""
+    return text.split("arch = sm_90", 1)[1].split("arch = sm_", 1)[0]
+
+
+def test_step_kernels_registers_and_no_local_memory() -> None:
+    """Every instantiation keeps at least 3 blocks of 256 threads per SM (80 registers); fp32
+    keeps 6 without momentum and 4 with it (the kernel's comment has the numbers). Resident
+    blocks = 65536 / (256 * registers rounded up to 8), at most 8."""
+    usage = _per_step_kernel(_sm90(_cuobjdump("--dump-resource-usage")), "Function ")
+    assert len(usage) == 4 * 4 * 2
+    resident = {}
+    for key, chunk in usage.items():
+        registers = int(re.search(r"REG:(\d+)", chunk)[1])
+        assert int(re.search(r"LOCAL:(\d+)", chunk)[1]) == 0, key
+        # 8 bytes of stack at most: a register saved around the division's slow-path call
+        # (seen for fp64 params with bf16 history), never a spilled array.
+        assert int(re.search(r"STACK:(\d+)", chunk)[1]) <= 8, key
+        resident[key] = min(8, 65536 // (256 * (-(-registers // 8) * 8)))
+    assert min(resident.values()) >= 3, resident
+    assert resident[("fp32", "fp32", False)] == 6
+    assert resident[("fp32", "fp32", True)] == 4
+    assert resident[("bf16", "bf16", True)] >= 4
+
+
+def test_step_kernels_vector_path_and_no_contraction() -> None:
+    """Each instantiation has its 16-byte path: one 16-byte load per stream and vector of params
+    (a tensor's chunks take it whenever their own pointers are aligned, whatever other tensors
+    do); and its PTX fuses no multiply-add (--fmad=false; the FFMA in the SASS are the division's
+    own correctly rounded expansion)."""
+    sass = _per_step_kernel(_sm90(_cuobjdump("-sass")), "Function : ")
+    assert len(sass) == 4 * 4 * 2
+    size = {"fp32": 4, "fp64": 8, "fp16": 2, "bf16": 2}
+    for (param, history, momentum), chunk in sass.items():
+        vector = 16 // size[param]  # elements per iteration: 16 bytes of params
+        # The history's part of a vector is 16 bytes or more only when it is as wide or wider.
+        history_loads = vector * size[history] // 16
+        streams = 2 + (1 if momentum else 0)  # param, grad (+ buffer), 16 bytes each
+        expected_loads = streams + 2 * history_loads
+        expected_stores = streams - 1 + history_loads
+        assert chunk.count("LDG.E.128") == expected_loads, (param, history, momentum)
+        assert chunk.count("STG.E.128") == expected_stores, (param, history, momentum)
+    ptx = _cuobjdump("-ptx")
+    assert "tmsgd_step_kernel" in ptx, "the library carries no sm_90 PTX (9.0+PTX)"
+    # No fma at all; products and sums carry .rn, which forbids ptxas to contract them either
+    # (3032 mul.rn.f32 in the CUDA 13.0 build), and the fatbin records ptxas's --fmad false.
+    assert ".entry" in ptx and "fma.rn" not in ptx
+    assert "mul.rn.f32" in ptx and "ptxasOptions =  --fmad false" in ptx

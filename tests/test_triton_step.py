@@ -303,3 +303,33 @@ def test_channels_last_param_with_contiguous_grad(mode):
         grads[1] = grads[1].t().contiguous().t()  # column-major, param row-major
         assert not grads[0].is_contiguous(memory_format=torch.channels_last)
         run.step(grads=grads)
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu" or unavailable_reason("cpu", DEVICE) is not None,
+                    reason="the interpreter against the C++ CPU kernel, on CPU tensors")
+@pytest.mark.parametrize("history_dtype", [torch.float32, torch.float64, torch.float16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16], ids=str)
+def test_same_arithmetic_as_the_cpu_kernel(dtype, history_dtype):
+    """No contraction, IEEE division by grad_scale, the same order of operations and 16-bit
+    stores rounded from fp32: bit for bit what the C++ kernel computes (numpy, which the
+    interpreter runs on, rounds every operation as the compiled kernels do). Not bf16: the
+    interpreter truncates bf16 stores."""
+    from tmsgd_kernels import functional
+
+    generator = torch.Generator().manual_seed(4)
+    start = [random(s, dtype, generator) for s in [(1,), (4097,), (3, 7)]]
+    grads = [[random(p.shape, dtype, generator, 3.0) for p in start] for _ in range(4)]
+    options = dict(momentum=0.8, dampening=0.3, nesterov=False, weight_decay=0.01,
+                   maximize=True, switch_step=1)
+    runs = []
+    for backend in ("cpu", "triton"):
+        params = [p.clone() for p in start]
+        state = functional.init_state(params, options["momentum"], history_dtype)
+        for k, step_grads in enumerate(grads):
+            functional.tmsgd(params, step_grads, state["delta_even"], state["delta_odd"],
+                             state["momentum_buffers"], state["steps"], lr=0.05,
+                             grad_scale=torch.tensor(3.0), found_inf=torch.tensor(float(k == 2)),
+                             backend=backend, **options)
+        runs.append(params + state["delta_even"] + state["delta_odd"] + state["momentum_buffers"])
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)

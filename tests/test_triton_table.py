@@ -145,10 +145,11 @@ def test_views_that_are_not_back_to_back_use_the_table(mode):
     assert torch.equal(storage[5:10], untouched), "the gap between params must not be written"
 
 
-def test_alignment_hint_only_for_aligned_layouts():
-    """The table kernel is told its addresses are 16-byte aligned (so it can vectorize) only when
-    every address it reads through is."""
-    from tmsgd_kernels.triton_kernels import layout
+def test_alignment_hint_per_tensor():
+    """The table kernel is told a tensor's addresses are 16-byte aligned (so it can vectorize)
+    only when every address of that tensor is; a misaligned tensor's blocks go last, in a launch
+    of their own, and cost no other tensor its vectors."""
+    from tmsgd_kernels.triton_kernels import layout, pointer_table
     from tmsgd_kernels.triton_kernels.tensor_lists import TensorLists
 
     def table(offset):
@@ -158,10 +159,77 @@ def test_alignment_hint_only_for_aligned_layouts():
         states = [[torch.zeros_like(p) for p in params] for _ in range(3)]
         steps = [torch.zeros((), dtype=torch.int64) for _ in params]
         found, _ = layout.lookup(TensorLists(params, grads, *states, steps), False)
-        return found.table
+        # Interpreter: one block of 16 per tensor. The block map: (tensor, first element).
+        return found.table, found.table.table[pointer_table.ROW * 2:].tolist()
 
-    assert table(0).aligned
-    assert not table(1).aligned  # one grad 4 bytes past alignment
+    aligned, block_map = table(0)
+    assert (aligned.blocks, aligned.aligned_blocks, block_map) == (2, 2, [0, 0, 1, 0])
+    one_off, block_map = table(1)  # grads[0] 4 bytes past alignment
+    assert (one_off.blocks, one_off.aligned_blocks, block_map) == (2, 1, [1, 0, 0, 0])
+
+
+def test_block_map_of_many_blocks():
+    """The block map, built by tensor ops, against the loop it replaces: every block of every
+    tensor once, aligned tensors first, each in order."""
+    from tmsgd_kernels.triton_kernels.pointer_table import _block_map
+
+    numels = torch.tensor([0, 5000, 1, 1024, 1025, 0, 70000])
+    aligned = torch.tensor([True, False, True, True, False, True, True])
+    block_map, aligned_blocks = _block_map(numels, aligned, 1024)
+    expected = []
+    for wanted in (True, False):
+        for index, (n, a) in enumerate(zip(numels.tolist(), aligned.tolist())):
+            if a == wanted:
+                expected += [x for start in range(0, n, 1024) for x in (index, start)]
+    assert block_map.tolist() == expected
+    assert aligned_blocks == 1 + 1 + 69  # tensors 2, 3 and 6
+
+
+def test_tables_kept_for_graphs_live_as_long_as_their_first_params_memory():
+    """What a captured graph reads (its table, the pinned source of the table's copy) is kept
+    while the tensor owning the first param's memory lives, and no longer: a view the step
+    plan made of a flattened buffer may go, the buffer stays."""
+    import gc
+
+    from tmsgd_kernels.triton_kernels import pointer_table
+
+    before = pointer_table.retained()
+    buffer = torch.zeros(6)
+    view = buffer[2:5]
+    kept = [torch.zeros(2), torch.zeros(2)]
+    pointer_table._retain(view, *kept)
+    pointer_table._retain(buffer, kept[0])  # the same owner: kept once
+    assert pointer_table.retained() == before + 2
+    del view
+    gc.collect()
+    assert pointer_table.retained() == before + 2
+    del buffer
+    gc.collect()
+    assert pointer_table.retained() == before
+
+
+def test_tables_built_during_capture_are_used_but_never_cached(monkeypatch):
+    """Capture, simulated on the CPU: a table built then is only filled when a replay runs its
+    copy, so the next lookup of the same tensors (an eager step before the first replay) must
+    build its own rather than find it; the captured one is kept for the graph."""
+    from tmsgd_kernels.triton_kernels import layout, pointer_table
+    from tmsgd_kernels.triton_kernels.tensor_lists import TensorLists
+
+    monkeypatch.setattr(pointer_table, "capturing", lambda device: True)
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self)  # no GPU, no pinning
+    params = [torch.zeros(8, device=DEVICE), torch.zeros(5, device=DEVICE)]
+    lists = TensorLists(params, [torch.ones_like(p) for p in params],
+                        *[[torch.zeros_like(p) for p in params] for _ in range(3)],
+                        [torch.zeros((), dtype=torch.int64, device=DEVICE) for _ in params])
+    kept, before = pointer_table.retained(), stats()
+    first, _ = layout.lookup(lists, True)
+    second, _ = layout.lookup(lists, True)
+    assert first.table.captured and second.table.captured
+    assert first.table is not second.table
+    assert changed(before) == {"hits": 0, "builds": 2, "tables": 2}
+    assert stats()["cached"] == before["cached"]
+    # Each capture keeps its table and the table's (pinned) source.
+    assert pointer_table.retained() == kept + 4
 
 
 def test_cache_stays_bounded():

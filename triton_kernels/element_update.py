@@ -29,8 +29,10 @@ def load_as(ptrs, mask, COMPUTE: tl.constexpr, FULL: tl.constexpr):
 
 @triton.jit
 def store_as(ptrs, x, mask, FULL: tl.constexpr):
-    """Store x rounded to the pointers' element type (bf16 by way of fp32, as in widen)."""
-    if ptrs.dtype.element_ty == tl.bfloat16:
+    """Store x rounded to the pointers' element type, 16-bit types by way of fp32: torch (and the
+    CUDA kernel, through c10::Half / c10::BFloat16) convert fp64 to them that way, and a direct
+    rounding differs from the double one for roughly one value in 2**14."""
+    if ptrs.dtype.element_ty == tl.bfloat16 or ptrs.dtype.element_ty == tl.float16:
         x = x.to(tl.float32)
     if FULL:
         tl.store(ptrs, x.to(ptrs.dtype.element_ty))
@@ -51,7 +53,12 @@ def update_elements(
     for the whole block, as `later` and `multistep`, does not)."""
     g = load_as(grad_ptrs, mask, COMPUTE, FULL)
     if HAS_GRAD_SCALE:
-        g = g / grad_scale
+        # Correctly rounded, as in the C++ and CUDA kernels: Triton's fp32 `/` is div.full.f32
+        # (approximate, up to 2 ulp; PTX of Triton 3.6.0 and 3.7.1). fp64's `/` is div.rn.f64.
+        if COMPUTE == tl.float32:
+            g = tl.math.div_rn(g, grad_scale)
+        else:
+            g = g / grad_scale
     if MAXIMIZE:
         g = -g
     w = load_as(param_ptrs, mask, COMPUTE, FULL)

@@ -8,6 +8,7 @@ import triton.language as tl
 
 from .element_update import update_block
 from .kernel_arguments import KernelArguments
+from .launch_rule import COMPILE_OPTIONS
 from .tensor_lists import TensorLists
 
 
@@ -45,5 +46,5 @@ def launch_flat(lists: TensorLists, first: int, numel: int, block: int, warps: i
     momentum = lists.momentum_buffers[first] if lists.momentum_buffers else param
     tmsgd_flat_kernel[(triton.cdiv(numel, block),)](
         param, lists.grads[first], d1, d2, momentum, numel, count, *args.scalars, **args.flags,
-        BLOCK=block, num_warps=warps,
+        BLOCK=block, num_warps=warps, **COMPILE_OPTIONS,
     )

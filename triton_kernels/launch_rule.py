@@ -1,11 +1,17 @@
 """Block size and warps by a rule. No autotuner: the kernel updates params, history, momentum
 and step in place, and an autotuner re-runs it per config, which would apply the step twice.
 
-On a GPU the step is a bandwidth-bound stream (24 bytes per fp32 element, no reuse): big blocks
-for big ranges keep enough bytes in flight per program; small blocks for lists of small tensors
-keep the masked-off tail of each tensor's last block short. These GPU numbers follow common
-practice for Triton elementwise kernels and have NOT been measured here (no GPU was available);
-bench/bench_triton.py is the script to check them.
+On a GPU the step is a bandwidth-bound stream (24 bytes per fp32 element, no reuse). What sets
+a config's cost is the elements each thread holds, BLOCK / (32 * num_warps): the registers grow
+with it. Measured with ptxas (Triton ahead of time for sm_90, cuobjdump of the cubin; fp32 params
+and history): 16 elements per thread (BLOCK 4096 with 8 warps, the earlier rule for large
+ranges) took 144 registers without momentum and 206 with it (Triton 3.7.1), one or two CTAs of
+256 threads per SM; 8 elements per thread (2048 / 8 and 1024 / 4) take 48 and 48-60 (Triton
+3.6.0 to 3.9.0), with four 16-byte vectors per fp32 stream and thread in flight. Both rules
+below hold 8 elements per thread; tests/test_triton_codegen.py keeps their register counts and
+vector widths for every Triton release CI runs.
+Larger blocks for large ranges only mean fewer programs; small blocks for lists of small tensors
+keep the masked-off tail of each tensor's last block short. Time on a GPU: bench/gpu_check.
 
 Under TRITON_INTERPRET=1 (CPU tensors) every program costs milliseconds of Python overhead
 while numpy work per element is cheap: one large block per tensor is fastest. Measured on the
@@ -20,15 +26,22 @@ import triton
 
 INTERPRETER_MAX_BLOCK = 1 << 16
 GPU_LARGE_RANGE = 1 << 20
+LARGE = (2048, 8)
+SMALL = (1024, 4)
+
+# Compile options every step kernel gets. No fused multiply-add: the C++ and CUDA kernels are
+# built without contraction (-ffp-contract=off, nvcc --fmad=false), and Triton's default
+# (fusion on; measured 48-64 fma.rn per kernel at 8 elements per thread) would round
+# `b1 * d1 + b2 * d2 - lr * u` differently from them. Triton 3.10 changes the default, so it is
+# stated here rather than inherited. The interpreter ignores it.
+COMPILE_OPTIONS = {"enable_fp_fusion": False}
 
 
 def flat_config(numel: int, device: torch.device) -> tuple[int, int]:
     """(BLOCK, num_warps) for one contiguous range of `numel` elements."""
     if device.type != "cuda":
         return min(max(triton.next_power_of_2(numel), 16), INTERPRETER_MAX_BLOCK), 1
-    if numel >= GPU_LARGE_RANGE:
-        return 4096, 8
-    return 1024, 4
+    return LARGE if numel >= GPU_LARGE_RANGE else SMALL
 
 
 def table_config(numels: list[int], device: torch.device) -> tuple[int, int]:
@@ -36,7 +49,4 @@ def table_config(numels: list[int], device: torch.device) -> tuple[int, int]:
     largest = max(numels)
     if device.type != "cuda":
         return min(max(triton.next_power_of_2(largest), 16), INTERPRETER_MAX_BLOCK), 1
-    mean = sum(numels) / len(numels)
-    if mean >= GPU_LARGE_RANGE:
-        return 4096, 8
-    return 1024, 4
+    return LARGE if sum(numels) / len(numels) >= GPU_LARGE_RANGE else SMALL

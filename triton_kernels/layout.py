@@ -6,6 +6,11 @@ on: each tensor's address and numel, the dtypes and device (which fix the block 
 the counts are. A hit is therefore always correct, even when a freed tensor's address is reused,
 and the per-tensor checks run only when a layout is built.
 
+The key also holds the current CUDA stream: a table is filled and used on the stream it was
+built on, so its copy is ordered before every kernel that reads it, and when it is evicted the
+caching allocator hands its memory out again only to later work of that stream. A table built
+during CUDA-graph capture is not cached at all (pointer_table.py says why).
+
 A call whose grads had to be copied into their params' layout is never cached: the copies are
 new tensors every step, and caching them would only evict the layouts that are reused.
 """
@@ -66,7 +71,10 @@ def lookup(lists: TensorLists, counts_on_device: bool) -> tuple[Layout, TensorLi
     params = lists.params
     # map over unbound methods: no Python frame per tensor (this runs every step).
     addressed = chain(*lists.streams(), lists.steps if counts_on_device else ())
-    key = (counts_on_device, params[0].device, params[0].dtype, lists.delta_even[0].dtype,
+    device = params[0].device
+    # The raw handle (an int) of the current stream: no Stream object per step.
+    stream = torch._C._cuda_getCurrentRawStream(device.index) if device.type == "cuda" else None
+    key = (counts_on_device, device, stream, params[0].dtype, lists.delta_even[0].dtype,
            bool(lists.momentum_buffers), tuple(map(_numel, params)),
            tuple(map(_data_ptr, addressed)))
     found = _cache.get(key)
@@ -79,13 +87,15 @@ def lookup(lists: TensorLists, counts_on_device: bool) -> tuple[Layout, TensorLi
         if grads is not lists.grads:
             lists = lists._replace(grads=grads)
             found = _build(lists, counts_on_device)
+        elif pointer_table.capturing(device):
+            found = _build(lists, counts_on_device)
         else:
             found = _cache[key] = _build(lists, counts_on_device)
             if len(_cache) > CACHE_SIZE:
                 _cache.popitem(last=False)
         _stats["builds"] += 1
     if found.table is not None:
-        pointer_table.retain_if_capturing(found.table)
+        pointer_table.retain_if_capturing(found.table, lists)
     return found, lists
 
 

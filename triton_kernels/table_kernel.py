@@ -1,5 +1,6 @@
-"""The step over a list of tensors in one launch: program b reads from the pointer table (see
-pointer_table.py) which tensor and which block of it to step, and the tensor's addresses."""
+"""The step over a list of tensors in one launch (two when some tensors are not 16-byte
+aligned): program b reads from the pointer table (see pointer_table.py) which tensor and which
+block of it to step, and the tensor's addresses."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import triton.language as tl
 from . import pointer_table as pt
 from .element_update import update_block
 from .kernel_arguments import KernelArguments
+from .launch_rule import COMPILE_OPTIONS
 from .tensor_lists import TensorLists
 
 ROW = tl.constexpr(pt.ROW)
@@ -37,10 +39,10 @@ def _address(row, field, DTYPE: tl.constexpr, ALIGNED: tl.constexpr):
     return ptr
 
 
-# See flat_kernel.py for do_not_specialize.
-@triton.jit(do_not_specialize=["count", "switch_step"])
+# See flat_kernel.py for do_not_specialize; map_start is the same kind of value.
+@triton.jit(do_not_specialize=["map_start", "count", "switch_step"])
 def tmsgd_table_kernel(
-    table_ptr, tensors, count,
+    table_ptr, map_start, count,
     lr: tl.float64, lr_ptr, grad_scale_ptr, found_inf_ptr,
     b1: tl.float64, b2: tl.float64, momentum: tl.float64, gain: tl.float64,
     weight_decay: tl.float64, switch_step,
@@ -50,7 +52,8 @@ def tmsgd_table_kernel(
     PARAM_DTYPE: tl.constexpr, HISTORY_DTYPE: tl.constexpr, COUNTS_ON_DEVICE: tl.constexpr,
     ALIGNED: tl.constexpr,
 ):
-    entry = table_ptr + ROW * tensors + 2 * tl.program_id(0)
+    # map_start: where this launch's part of the block map begins.
+    entry = table_ptr + map_start + 2 * tl.program_id(0)
     index = tl.load(entry)
     start = tl.multiple_of(tl.load(entry + 1), BLOCK)
     row = table_ptr + ROW * index
@@ -85,12 +88,17 @@ def tmsgd_table_kernel(
 def launch_table(table: pt.PointerTable, lists: TensorLists, block: int, warps: int, count: int,
                  counts_on_device: bool, args: KernelArguments) -> None:
     """Step every tensor of `lists` through `table`: with the counts read by each program from
-    the device, or for tensors that have all taken `count` steps (or counts of its class)."""
-    if table.blocks == 0:
-        return
-    tmsgd_table_kernel[(table.blocks,)](
-        table.table, table.tensors, count, *args.scalars, **args.flags, BLOCK=block,
-        PARAM_DTYPE=TRITON_DTYPES[lists.params[0].dtype],
-        HISTORY_DTYPE=TRITON_DTYPES[lists.delta_even[0].dtype],
-        COUNTS_ON_DEVICE=counts_on_device, ALIGNED=table.aligned, num_warps=warps,
-    )
+    the device, or for tensors that have all taken `count` steps (or counts of its class). One
+    launch for the blocks of aligned tensors, with the alignment hint, one for the others."""
+    map_start = pt.ROW * table.tensors
+    for programs, aligned in ((table.aligned_blocks, True),
+                              (table.blocks - table.aligned_blocks, False)):
+        if programs:
+            tmsgd_table_kernel[(programs,)](
+                table.table, map_start, count, *args.scalars, **args.flags,
+                BLOCK=block, PARAM_DTYPE=TRITON_DTYPES[lists.params[0].dtype],
+                HISTORY_DTYPE=TRITON_DTYPES[lists.delta_even[0].dtype],
+                COUNTS_ON_DEVICE=counts_on_device, ALIGNED=aligned, num_warps=warps,
+                **COMPILE_OPTIONS,
+            )
+        map_start += 2 * programs
