@@ -20,7 +20,7 @@ endif
 
 SOURCES := setup.py pyproject.toml requirements-test.txt $(wildcard csrc/*.cpp csrc/*.h csrc/*.cu csrc/*/*.cpp)
 
-.PHONY: setup run bench test lint experiments experiments-full clean gpu-check
+.PHONY: setup run bench test lint experiments experiments-full auxvar auxvar-full clean gpu-check
 
 setup: $(STAMP)
 
@@ -52,6 +52,13 @@ experiments: setup
 
 experiments-full: setup
 	$(PY) -m experiments.convergence --full
+
+# Auxiliary-variable study (docs/AUXVAR.md): quick (~2 min here) and full (~45 min here).
+auxvar: setup
+	$(PY) -m experiments.auxvar --quick
+
+auxvar-full: setup
+	$(PY) -m experiments.auxvar --full
 
 lint: setup
 	$(PY) -m ruff check .

@@ -19,7 +19,8 @@ import sys
 
 from setuptools import setup
 
-PACKAGES = ["tmsgd_kernels", "tmsgd_kernels.backends", "tmsgd_kernels.triton_kernels"]
+PACKAGES = ["tmsgd_kernels", "tmsgd_kernels.auxvar", "tmsgd_kernels.backends",
+            "tmsgd_kernels.triton_kernels"]
 # The Triton project ships its own top-level `triton_kernels`: ours lives inside the package.
 PACKAGE_DIR = {"tmsgd_kernels.triton_kernels": "triton_kernels"}
 
