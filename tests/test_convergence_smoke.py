@@ -1,55 +1,165 @@
-"""Smoke test of bench/convergence: every task runs a few steps and yields a finite metric; the
-stability theory gives the known limits; the report renders. Well under 20 s on a CPU."""
+"""experiments.convergence: tasks run, configurations build the rule they name, the protocol
+runs end to end on a tiny lattice, and the analysis pairs runs by seed."""
 
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
+import random
 
+import numpy as np
 import pytest
+import torch
+from scipy import stats as sps
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not installed
-
-from bench.convergence.report import summary_markdown  # noqa: E402
-from bench.convergence.spec import RunSpec, execute  # noqa: E402
-from bench.convergence.stability import _quadratic_stable, theory_limit  # noqa: E402
-from bench.convergence.stats import analyse  # noqa: E402
-from bench.convergence.tasks import TASK_NAMES  # noqa: E402
+from experiments.convergence import protocol
+from experiments.convergence.analysis import analyse, paired, verdict
+from experiments.convergence.config import Config
+from experiments.convergence.design import COMPARISONS, GROUPS, MIN_SEEDS, members, n_seeds
+from experiments.convergence.optimizers import CONFIGS, make_optimizer
+from experiments.convergence.plots import all_plots
+from experiments.convergence.report import summary_markdown
+from experiments.convergence.spec import RunSpec, execute
+from experiments.convergence.tasks import TASK_NAMES, get_task
 
 
 @pytest.mark.parametrize("task", TASK_NAMES)
-@pytest.mark.parametrize("optimizer", ["tmsgd", "tmsgdm"])
+@pytest.mark.parametrize("optimizer", ["tmsgd_cos_w25", "ms_lead_m"])
 def test_task_runs_and_gives_a_finite_metric(task: str, optimizer: str) -> None:
-    rec = execute(RunSpec(task, optimizer, 0.01, 0, 6, "test", switch_step=2, phase="final"))
+    rec = execute(RunSpec(task, optimizer, 0.01, 0, 6, "test", phase="final"))
     assert not rec["diverged"]
     assert math.isfinite(rec["final_metric"])
     assert rec["curves"]["step"][-1] == 6
 
 
-def test_stability_theory_and_measurement() -> None:
-    assert theory_limit("sgd") == pytest.approx(2.0, abs=1e-6)
-    assert theory_limit("tmsgd") == pytest.approx(1.0, abs=1e-6)
-    assert theory_limit("sgdm") == pytest.approx(3.8, abs=1e-6)
-    # the real optimizers on the quadratic (L = 10): stable just below the limit, not just above
-    assert _quadratic_stable("tmsgd", 0.097, 1500) and not _quadratic_stable("tmsgd", 0.103, 1500)
-    assert _quadratic_stable("sgd", 0.197, 1500) and not _quadratic_stable("sgd", 0.203, 1500)
+def test_real_data_task_reads_the_shipped_csv() -> None:
+    from experiments.convergence.tasks.ctr_fair import load
+
+    ids, labels, cards = load()
+    assert ids.shape == (6366, 8) and len(cards) == 8
+    assert ids.max() == sum(cards) - 1  # global ids are dense
+    assert 0.25 < labels.mean() < 0.40  # about a third report an affair
 
 
-def test_summary_renders() -> None:
-    runs = [
-        execute(RunSpec("lstm_seq", opt, 0.1, seed, 3, "test", phase="final"))
-        for opt in ("sgd", "tmsgd")
-        for seed in (0, 1)
-    ]
-    results = {
-        "selected_lr": {"lstm_seq": {"sgd": 0.1, "tmsgd": 0.1}},
-        "runs": runs,
-        "steps": {"lstm_seq": 3},
-        "config": {"mode": "test", "grid_seeds": (0,), "final_seeds": (0, 1)},
-        "wall_s": 0.0,
-        "machine": "test",
-    }
-    results["analysis"] = analyse(results)
+@pytest.mark.parametrize("name", ["ms_complex", "ms_lead", "tmsgd"])
+def test_multistep_config_is_its_recursion(name: str) -> None:
+    """W[k+1] = a0 W[k] + a1 W[k-1] + a2 W[k-2] - lr g[k] with W[-1] = W[-2] = W[0]."""
+    a0, a1, a2 = CONFIGS[name].coefficients
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    opt, _ = make_optimizer(name, [w], 0.05, 20)
+    hist = [w.detach().clone()] * 3
+    for k in range(12):
+        g = torch.tensor([math.sin(k), math.cos(2 * k)], dtype=torch.float64)
+        w.grad = g.clone()
+        opt.step()
+        new = a0 * hist[-1] + a1 * hist[-2] + a2 * hist[-3] - 0.05 * g
+        hist.append(new)
+        torch.testing.assert_close(w.detach(), new, rtol=1e-12, atol=1e-12)
+
+
+def test_warmup_steps_are_sgd_steps() -> None:
+    w = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    ref = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    opt, _ = make_optimizer("tmsgd_w25", [w], 0.1, 16)  # switch after 4 of 16 steps
+    sgd = torch.optim.SGD([ref], lr=0.1)
+    for k in range(6):
+        for p in (w, ref):
+            p.grad = torch.full((3,), float(k + 1), dtype=torch.float64)
+        opt.step()
+        sgd.step()
+        assert torch.equal(w.detach(), ref.detach()) == (k < 4)
+
+
+def test_cosine_schedule_matches_torch() -> None:
+    w = torch.nn.Parameter(torch.ones(1))
+    opt, sched = make_optimizer("sgd_cos", [w], 0.3, 10)
+    peer_opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.3)
+    peer = torch.optim.lr_scheduler.CosineAnnealingLR(peer_opt, T_max=10)
+    for _ in range(10):
+        opt.step()
+        sched.step()
+        peer_opt.step()
+        peer.step()
+        assert opt.param_groups[0]["lr"] == pytest.approx(peer_opt.param_groups[0]["lr"])
+
+
+def test_nesterov_config_is_torch_nesterov() -> None:
+    opt, _ = make_optimizer("nesterov0.95", [torch.nn.Parameter(torch.ones(1))], 0.1, 5)
+    assert isinstance(opt, torch.optim.SGD)
+    assert opt.param_groups[0]["nesterov"] and opt.param_groups[0]["momentum"] == 0.95
+
+
+def test_design_is_complete() -> None:
+    for task in TASK_NAMES:
+        for group in GROUPS:
+            assert all(c in CONFIGS for c in members(group, task))
+    assert {g for pair in COMPARISONS for g in pair} <= set(GROUPS)
+    assert n_seeds(len(TASK_NAMES)) >= MIN_SEEDS
+
+
+def test_anchors_keep_effective_lr_across_momenta() -> None:
+    best = {"sgd": -4, "tmsgd": -6, "sgdm0.9": -8, "nesterov0.9": -9, "tmsgdm0.9": -10,
+            "adam": -20}
+    # lr / (1 - m) held: m 0.8 doubles the lr (two lattice points), m 0.95 halves it
+    assert protocol.anchors("sgdm0.8", best) == [-6]
+    assert protocol.anchors("nesterov0.95", best) == [-11]
+    assert protocol.anchors("tmsgdm0.95", best) == [-12]
+    assert protocol.anchors("tmsgd_w42", best) == [-6, -4]
+    assert protocol.window([-6, -4], 1) == [-7, -6, -5, -4, -3]
+
+
+def test_edge_step_extends_past_a_best_at_the_edge() -> None:
+    inf = float("inf")
+    assert protocol.edge_step({-3: 1.0, -2: 2.0, -1: 3.0}) == 0  # best is the largest lr
+    assert protocol.edge_step({-3: 3.0, -2: 2.0, -1: -inf}) == -4  # best is the smallest lr
+    assert protocol.edge_step({-3: 1.0, -2: 3.0, -1: 2.0}) is None  # bracketed
+    assert protocol.edge_step({-3: -inf, -2: -inf}) == -4  # all diverged: go smaller
+
+
+def _fake_task(seed_metrics: dict[str, list[float | None]]) -> dict:
+    runs = []
+    for group, values in seed_metrics.items():
+        for seed, v in enumerate(values):
+            runs.append({"spec": {"phase": "final", "optimizer": group, "seed": 100 + seed},
+                         "e": 0, "final_metric": v})
+    random.Random(0).shuffle(runs)  # pairing must follow the seed, not the order
+    return {"runs": runs, "selected": {g: {"config": g, "e": 0, "lr": 1.0} for g in seed_metrics}}
+
+
+def test_analysis_pairs_by_seed_and_corrects() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(90, 1, 12)
+    metrics = {g: list(base + rng.normal(0, 0.1, 12)) for g in GROUPS}
+    metrics["tmsgd"] = list(base + 0.5 + rng.normal(0, 0.1, 12))  # better on every seed
+    result = analyse({"digits_cnn": _fake_task(metrics)})
+    c = next(c for c in result["comparisons"] if (c["challenger"], c["baseline"]) ==
+             ("tmsgd", "sgd"))
+    ref = sps.ttest_rel(metrics["tmsgd"], metrics["sgd"]).pvalue
+    assert c["p_t"] == pytest.approx(ref, rel=1e-10)
+    assert c["wins"] == 12 and c["verdict"] == "better"
+    assert c["p_holm"] <= len(COMPARISONS) * c["p_t"] + 1e-15
+
+
+def test_divergence_rule() -> None:
+    ch = {s: (None if s < 4 else 1.0) for s in range(12)}
+    c = paired("digits_cnn", ch, {s: 1.0 + 0.01 * s for s in range(12)})
+    c["p_holm"] = 1.0
+    assert verdict(c) == "worse (diverges)"
+
+
+def test_protocol_end_to_end_on_a_tiny_lattice(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    task = get_task("ctr_fair")
+    monkeypatch.setattr(type(task), "steps_quick", 4)
+    cfg = Config("test", True, (0,), (100, 101), {"sgd": (-4,), "adam": (-12,)}, 0, 1, 50)
+    res = protocol.run_task("ctr_fair", cfg, workers=1)
+    assert set(res["selected"]) == set(GROUPS)
+    n_final = sum(r["spec"]["phase"] == "final" for r in res["runs"])
+    assert n_final <= 2 * len(GROUPS)  # a configuration chosen twice runs once
+    results = {"tasks": {"ctr_fair": res}, "config": cfg.__dict__, "wall_s": 0.0,
+               "machine": "test"}
+    results["analysis"] = analyse(results["tasks"])
+    assert len(results["analysis"]["comparisons"]) == len(COMPARISONS)
     text = summary_markdown(results)
-    assert "tmsgd vs sgd" in text and "lstm_seq" in text
+    assert "TM-SGD vs SGD" in text and "ctr_fair" in text
+    assert (tmp_path / "paired_differences.png").exists() is False
+    all_plots(results, tmp_path)
+    assert (tmp_path / "paired_differences.png").exists()

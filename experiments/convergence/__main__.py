@@ -1,0 +1,6 @@
+"""Entry point: ``python -m experiments.convergence [--quick | --full]``."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""Test-seed summaries and the declared paired comparisons with Holm's correction.
+
+For a comparison on a task the unit is the seed: challenger and baseline ran with the same seed
+(same initialization and batch order), and the difference is oriented so that positive means the
+challenger is better. A seed where either run diverged leaves the paired tests; the number of
+such seeds is reported, and a side that diverged on more than a quarter of the seeds gets the
+verdict "diverges" whatever the rest say.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from experiments.stats import compare_paired, holm
+
+from .design import ALPHA, COMPARISONS
+from .tasks import get_task
+
+
+def by_seed(task_result: dict[str, Any], group: str) -> dict[int, float | None]:
+    """Test metric per seed of ``group``'s selected configuration (None: diverged)."""
+    sel = task_result["selected"][group]
+    return {
+        r["spec"]["seed"]: r["final_metric"]
+        for r in task_result["runs"]
+        if r["spec"]["phase"] == "final" and r["spec"]["optimizer"] == sel["config"]
+        and r["e"] == sel["e"]
+    }
+
+
+def summary(values: dict[int, float | None]) -> dict[str, Any]:
+    ok = np.asarray([v for v in values.values() if v is not None], dtype=float)
+    return {
+        "n": len(ok),
+        "diverged": len(values) - len(ok),
+        "mean": float(ok.mean()) if len(ok) else math.nan,
+        "std": float(ok.std(ddof=1)) if len(ok) > 1 else math.nan,
+    }
+
+
+def paired(task: str, challenger: dict[int, float | None],
+           baseline: dict[int, float | None]) -> dict[str, Any]:
+    """Statistics of one comparison (before correction)."""
+    sign = 1.0 if get_task(task).higher_is_better else -1.0
+    seeds = sorted(set(challenger) & set(baseline))
+    both = [s for s in seeds if challenger[s] is not None and baseline[s] is not None]
+    diffs = [sign * (challenger[s] - baseline[s]) for s in both]  # type: ignore[operator]
+    out: dict[str, Any] = {
+        "seeds": seeds,
+        "diffs": diffs,
+        "diverged_challenger": sum(challenger[s] is None for s in seeds),
+        "diverged_baseline": sum(baseline[s] is None for s in seeds),
+    }
+    if len(diffs) >= 2:
+        out.update(compare_paired(diffs).as_dict())
+    else:
+        out.update({"n": len(diffs), "p_t": math.nan})
+    return out
+
+
+def verdict(c: dict[str, Any]) -> str:
+    n_seeds = len(c["seeds"])
+    if c["diverged_challenger"] > n_seeds / 4 and c["diverged_challenger"] > c["diverged_baseline"]:
+        return "worse (diverges)"
+    if c["diverged_baseline"] > n_seeds / 4 and c["diverged_baseline"] > c["diverged_challenger"]:
+        return "better (baseline diverges)"
+    p = c.get("p_holm", math.nan)
+    if math.isnan(p) or p >= ALPHA:
+        return "no significant difference"
+    return "better" if c["mean_diff"] > 0 else "worse"
+
+
+def analyse(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Summaries per task and group; every declared comparison with Holm-adjusted p-values.
+
+    The family is every (task, comparison) that was run; its size is reported beside the
+    declared one (design.family_size) so a partial run is visible."""
+    summaries = {t: {g: summary(by_seed(res, g)) | {"config": res["selected"][g]["config"],
+                                                     "lr": res["selected"][g]["lr"]}
+                     for g in res["selected"]} for t, res in tasks.items()}
+    comps: list[dict[str, Any]] = []
+    for task, res in tasks.items():
+        for challenger, baseline in COMPARISONS:
+            c = paired(task, by_seed(res, challenger), by_seed(res, baseline))
+            comps.append({"task": task, "challenger": challenger, "baseline": baseline,
+                          "challenger_config": res["selected"][challenger]["config"],
+                          "baseline_config": res["selected"][baseline]["config"], **c})
+    for c, p in zip(comps, holm([c["p_t"] for c in comps])):
+        c["p_holm"] = p
+        c["verdict"] = verdict(c)
+    return {"summaries": summaries, "comparisons": comps, "alpha": ALPHA}

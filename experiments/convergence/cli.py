@@ -1,0 +1,94 @@
+"""Command line: the protocol on every task, the paired analysis, the theory section; JSON,
+summary and figures.
+
+Tasks run one after another; runs.json, summary.md and the figures are rewritten after each, so
+an interrupted run leaves the finished tasks' results (``--report-only`` redraws from the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from .analysis import analyse
+from .config import FULL, QUICK
+from .design import ALPHA, COMPARISONS, TARGET_EFFECT, TARGET_POWER, family_size
+from .plots import all_plots
+from .protocol import run_task
+from .report import summary_markdown
+from .tasks import TASK_NAMES
+
+DEFAULT_OUT = Path(__file__).resolve().parents[2] / "docs" / "experiments"
+
+
+def _machine() -> str:
+    import os
+
+    import torch
+
+    from tmsgd_kernels import available_backends
+
+    native = [b for b, why in available_backends().items() if why is None]
+    return (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"Python {platform.python_version()}, TMSGD backends available: {native}")
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    """Analyse and write runs.json, summary.md and the figures."""
+    results["analysis"] = analyse(results["tasks"])
+    (out / "runs.json").write_text(json.dumps(results, indent=1, default=str))
+    (out / "summary.md").write_text(summary_markdown(results))
+    all_plots(results, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.convergence", description=__doc__)
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="the quick protocol (default)")
+    size.add_argument("--full", action="store_true", help="the full protocol (reported)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=list(TASK_NAMES))
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default docs/experiments/<quick|full>)")
+    p.add_argument("--no-theory", action="store_true", help="skip the theory section")
+    p.add_argument("--report-only", action="store_true",
+                   help="redraw summary.md and figures from an existing runs.json")
+    args = p.parse_args(argv)
+    config = FULL if args.full else QUICK
+    out = args.out or DEFAULT_OUT / config.mode
+    out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        write(json.loads((out / "runs.json").read_text()), out)
+        print((out / "summary.md").read_text())
+        return 0
+    start = time.perf_counter()
+    results: dict[str, Any] = {
+        "config": config.__dict__, "machine": _machine(), "tasks": {}, "task_wall_s": {},
+        "declared": {"comparisons": COMPARISONS, "alpha": ALPHA, "family_size": family_size(6),
+                     "target_effect_dz": TARGET_EFFECT, "target_power": TARGET_POWER},
+        "complete": False,
+    }
+    if not args.no_theory:
+        from .theory import write as write_theory
+
+        t0 = time.perf_counter()
+        write_theory(out, config.quick, config.quadratic_steps)
+        results["task_wall_s"]["theory"] = round(time.perf_counter() - t0, 1)
+        print(f"theory: {results['task_wall_s']['theory']:.0f} s", flush=True)
+    for task in args.tasks:
+        t0 = time.perf_counter()
+        results["tasks"][task] = run_task(task, config, args.workers)
+        results["task_wall_s"][task] = round(time.perf_counter() - t0, 1)
+        results["wall_s"] = time.perf_counter() - start
+        write(results, out)
+        print(f"{task}: {results['task_wall_s'][task]:.0f} s", flush=True)
+    results["wall_s"] = time.perf_counter() - start
+    results["complete"] = True
+    write(results, out)
+    print((out / "summary.md").read_text())
+    print(f"wrote {out}: runs.json, summary.md, figures; {results['wall_s']:.0f} s in all")
+    return 0

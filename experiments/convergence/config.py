@@ -1,0 +1,43 @@
+"""The two protocol sizes: quick (a smoke-level run of the whole pipeline, minutes) and full."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .design import COARSE_E_FULL, COARSE_E_QUICK, WINDOW_FULL, WINDOW_QUICK, n_seeds
+from .tasks import TASK_NAMES
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str
+    quick: bool
+    grid_seeds: tuple[int, ...]  # seeds of the lr search (validation split)
+    final_seeds: tuple[int, ...]  # seeds of the test runs, never used in the search
+    coarse_e: dict[str, tuple[int, ...]] = field(default_factory=dict)  # lr = 2 ** (e / 2)
+    window: int = 2  # fine stage: lattice points on each side of the anchors
+    extend: int = 0  # rounds of one more lr beyond a best that sits at the edge of those tried
+    quadratic_steps: int = 3000  # theory checks: steps of the real optimizers on quadratics
+
+
+QUICK = Config(
+    mode="quick",
+    quick=True,
+    grid_seeds=(0,),
+    final_seeds=(100, 101, 102),
+    coarse_e=COARSE_E_QUICK,
+    window=WINDOW_QUICK,
+    quadratic_steps=800,
+)
+
+FULL = Config(
+    mode="full",
+    quick=False,
+    grid_seeds=(0,),
+    # sized by design.n_seeds for the declared family over all tasks
+    final_seeds=tuple(range(100, 100 + n_seeds(len(TASK_NAMES)))),
+    coarse_e=COARSE_E_FULL,
+    window=WINDOW_FULL,
+    extend=2,
+    quadratic_steps=3000,
+)

@@ -1,0 +1,154 @@
+"""The protocol for one task: lr search on validation, then the test seeds.
+
+1. Coarse: each base family (design.COARSE_FAMILIES) on a 4x-spaced lr lattice, seed 0.
+2. Fine: every configuration on a sqrt(2)-spaced window around anchors taken from stage 1
+   (``anchors``), seed 0; runs already made are reused. Each configuration's lr is the best of
+   all its validation runs; each group is represented by its best configuration.
+3. Test: every group's representative at its lr on the test seeds (fresh: never used for
+   selection), the test split. Seed s is shared by all groups, which makes the comparisons paired.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .config import Config
+from .design import COARSE_FAMILIES, GROUPS, members
+from .linear import Rule, stability_limit
+from .optimizers import CONFIGS, OptConfig
+from .pool import run_all
+from .spec import RunSpec, execute
+from .tasks import get_task
+
+REFERENCE_M = 0.9  # momentum of the coarse-stage momentum families
+
+
+def lr_of(e: int) -> float:
+    return 2.0 ** (e / 2)
+
+
+def steps_for(task: str, config: Config) -> int:
+    t = get_task(task)
+    return t.steps_quick if config.quick else t.steps_full
+
+
+def score(values: list[float | None], higher_is_better: bool) -> float:
+    """Mean validation metric, oriented so that larger is better; any divergence = -inf."""
+    if not values or any(v is None or not math.isfinite(v) for v in values):
+        return -math.inf
+    mean = sum(values) / len(values)  # type: ignore[arg-type]
+    return mean if higher_is_better else -mean
+
+
+def _rule(cfg: OptConfig) -> Rule:
+    return Rule(cfg.b[0], cfg.b[1], cfg.momentum, cfg.nesterov)
+
+
+def anchors(name: str, best: dict[str, int]) -> list[int]:
+    """Lattice exponents around which configuration ``name`` is searched, from the coarse
+    stage's best exponent per family (``best``)."""
+    cfg = CONFIGS[name]
+    if name in best:
+        return [best[name]]
+    if cfg.rule == "multistep" and cfg.b == (0.5, -0.5):
+        if cfg.momentum:  # TM-SGD-M at another momentum: equal effective lr lr / (1 - m)
+            return [best["tmsgdm0.9"] + round(2 * math.log2((1 - cfg.momentum) / 0.1))]
+        # warm-up and schedules: the optimum may sit at TM-SGD's lr or at SGD's
+        return sorted({best["sgd"], best["tmsgd"]})
+    if cfg.rule == "sgd" and cfg.momentum:
+        family = "nesterov0.9" if cfg.nesterov else "sgdm0.9"
+        return [best[family] + round(2 * math.log2((1 - cfg.momentum) / 0.1))]
+    if cfg.rule == "sgd":  # SGD with a schedule
+        return [best["sgd"]]
+    # other multistep rules: SGD's lr divided by the rule's gain on a constant gradient, or
+    # scaled by its stability limit relative to SGD's (2), whichever is smaller
+    rule = _rule(cfg)
+    factor = min(1.0 / rule.dc_gain(), stability_limit(rule) / 2.0)
+    return [best["sgd"] + round(2 * math.log2(factor))]
+
+
+def window(points: list[int], half: int) -> list[int]:
+    return list(range(min(points) - half, max(points) + half + 1))
+
+
+class TaskRuns:
+    """Every run of one task, keyed so that a run asked for twice is made once."""
+
+    def __init__(self, task: str, steps: int, workers: int) -> None:
+        self.task, self.steps, self.workers = task, steps, workers
+        self.records: dict[tuple[str, int, int, str], dict[str, Any]] = {}
+
+    def run(self, wanted: list[tuple[str, int, int, str, str]], label: str) -> None:
+        """Make the runs (config, e, seed, split, phase) not made yet."""
+        todo = [w for w in dict.fromkeys(wanted) if w[:4] not in self.records]
+        specs = [RunSpec(self.task, c, lr_of(e), s, self.steps, split, phase)
+                 for c, e, s, split, phase in todo]
+        cost = 4.0 if self.task == "gan2d" else 1.0
+        for w, rec in zip(todo, run_all(execute, specs, self.workers, lambda _: cost, label)):
+            rec["e"] = w[1]
+            self.records[w[:4]] = rec
+
+    def val_scores(self, name: str) -> dict[int, float]:
+        """Validation score of configuration ``name`` at each lattice exponent tried."""
+        by_e: dict[int, list[float | None]] = {}
+        for (c, e, _, split), rec in self.records.items():
+            if c == name and split == "val":
+                by_e.setdefault(e, []).append(rec["final_metric"])
+        hib = get_task(self.task).higher_is_better
+        return {e: score(v, hib) for e, v in sorted(by_e.items())}
+
+
+def best_e(scores: dict[int, float]) -> int:
+    """The exponent with the best score; ties go to the smaller lr."""
+    return max(sorted(scores), key=lambda e: (scores[e], -e))
+
+
+def edge_step(scores: dict[int, float]) -> int | None:
+    """The lattice point beyond the best one when the best is at the edge of those tried."""
+    e = best_e(scores)
+    if e == max(scores) and math.isfinite(scores[e]):
+        return e + 1
+    if e == min(scores):
+        return e - 1
+    return None
+
+
+def run_task(task: str, config: Config, workers: int) -> dict[str, Any]:
+    """All three stages for ``task``; returns the selection and every run record."""
+    runs = TaskRuns(task, steps_for(task, config), workers)
+    coarse = config.coarse_e
+    seed0 = config.grid_seeds
+    runs.run([(f, e, s, "val", "coarse") for f in COARSE_FAMILIES
+              for e in coarse["adam" if f == "adam" else "sgd"] for s in seed0], "coarse")
+    best = {f: best_e(runs.val_scores(f)) for f in COARSE_FAMILIES}
+    names = sorted({c for g in GROUPS for c in members(g, task)})
+    windows = {c: window(anchors(c, best), config.window) for c in names}
+    runs.run([(c, e, s, "val", "grid") for c in names for e in windows[c] for s in seed0],
+             "fine")
+    for k in range(config.extend):
+        beyond = [(c, e, s, "val", "grid") for c in names
+                  if (e := edge_step(runs.val_scores(c))) is not None for s in seed0]
+        if not beyond:
+            break
+        runs.run(beyond, f"extend {k + 1}")
+    selected: dict[str, dict[str, Any]] = {}
+    for group in GROUPS:
+        options = []
+        for c in members(group, task):
+            sc = runs.val_scores(c)
+            e = best_e(sc)
+            edge = e in (min(sc), max(sc))  # the best is the smallest or largest lr tried
+            options.append({"config": c, "e": e, "lr": lr_of(e), "val_score": sc[e],
+                            "at_window_edge": edge})
+        pick = max(options, key=lambda o: o["val_score"])
+        selected[group] = {**pick, "options": options}
+    runs.run([(sel["config"], sel["e"], s, "test", "final") for sel in selected.values()
+              for s in config.final_seeds], "test")
+    return {
+        "steps": runs.steps,
+        "coarse_best_lr": {f: lr_of(e) for f, e in best.items()},
+        "windows": {c: [lr_of(e) for e in w] for c, w in windows.items()},
+        "selected": selected,
+        "runs": list(runs.records.values()),
+    }
