@@ -43,14 +43,15 @@ def block(result: dict, source: str) -> str:
                      f"{_floor(row)} | "
                      + " | ".join(_ratio(row, key) for key in PEERS) + " |")
     lines += ["", "Optimizer state per fp32 parameter element, measured: "
-              + ", ".join(f"{name} {value:.0f} B"
+              + "; ".join(f"{name}: {value:.0f} B"
                           for name, value in result["state_bytes_per_element"].items()) + ".",
               "", END]
     return "\n".join(lines)
 
 
 def main() -> None:
-    source = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench/results/report.json"
+    source = (Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench/results/report.json"
+              ).resolve()
     result = json.loads(source.read_text())
     readme = ROOT / "README.md"
     text = readme.read_text()

@@ -122,6 +122,9 @@ def main() -> None:
     started = time.perf_counter()
     rows = []
     for number, (case, config, compiled) in enumerate(runs, 1):
+        # Each compiled peer recompiles the same code for every case; dynamo's recompile limit
+        # (8) would end a full run, so every measurement starts from an empty compile cache.
+        torch._dynamo.reset()
         builders = {name: partial(build, case, device, config)
                     for name, build in peers_for(case, device, compiled).items()}
         interleave = fits_at_once(case, len(builders), device)
