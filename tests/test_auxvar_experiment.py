@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-import torch
+from auxvar_helpers import one_thread  # noqa: F401  (autouse fixture)
 from scipy import stats as sps
 
 from experiments.auxvar.analysis import analyse, loss_at_time
@@ -16,15 +16,6 @@ from experiments.auxvar.report import summary_markdown
 from experiments.auxvar.stats import bootstrap_mean_ci, holm, paired, score
 from experiments.auxvar.tasks import TASKS
 from experiments.auxvar.train import RunSpec, execute
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matrices: one thread avoids oversubscribing a shared CPU (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))

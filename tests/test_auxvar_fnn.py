@@ -8,19 +8,11 @@ import itertools
 
 import pytest
 import torch
+from auxvar_helpers import mlp, one_thread  # noqa: F401  (one_thread: autouse fixture)
 from torch import nn
 
 from tmsgd_kernels import TMSGD
 from tmsgd_kernels.auxvar import AuxVarLoss, UnsupportedModelError
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matrices: one thread avoids oversubscribing a shared CPU (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 ACTIVATIONS = {
     "tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "softplus": nn.Softplus,
@@ -28,14 +20,6 @@ ACTIVATIONS = {
 }
 
 
-def mlp(widths: list[int], act=nn.Tanh) -> nn.Sequential:
-    """Linear layers between consecutive widths, ``act`` after every one but the last."""
-    mods: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths, widths[1:])):
-        mods.append(nn.Linear(a, b))
-        if i < len(widths) - 2:
-            mods.append(act())
-    return nn.Sequential(*mods).double()
 
 
 def problem(widths, act=nn.Tanh, n=23, seed=0, weight_scale=1.0):

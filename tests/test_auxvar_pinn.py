@@ -6,29 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from auxvar_helpers import mlp, one_thread  # noqa: F401  (one_thread: autouse fixture)
 from torch import nn
 
 from tmsgd_kernels.auxvar import FirstOrderPINNLoss, UnsupportedModelError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matrices: one thread avoids oversubscribing a shared CPU (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 DT = torch.float64
 
 
-def mlp(widths: list[int], act=nn.Tanh) -> nn.Sequential:
-    mods: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths, widths[1:])):
-        mods.append(nn.Linear(a, b))
-        if i < len(widths) - 2:
-            mods.append(act())
-    return nn.Sequential(*mods).double()
 
 
 def problem(depth: int, width: int = 6, n: int = 17, m: int = 9, seed: int = 0,
