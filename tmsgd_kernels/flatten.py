@@ -1,18 +1,27 @@
-"""Flattened buffers, an explicit opt-in: `flatten_parameters(module)` puts a module's params into
-one contiguous buffer per device and dtype (and their gradients into a second one), so the
-optimizer can step each buffer as one range instead of a list of tensors.
+"""Flattened buffers, an explicit opt-in: `flatten_parameters(module)` puts a module's trainable
+params into one contiguous buffer per device and dtype (and their gradients, as autograd makes
+them, into a second one), so the optimizer can step each buffer as one range instead of a list
+of tensors.
 
 The module is changed once, here, where the user asked for it; the optimizer never re-points a
-param. It notices params that lie back to back in one storage (tmsgd_kernels/step_plan.py) and
-steps them as one range, with their state allocated the same way. If the module changes later
-(a dtype, new data, ties), the step simply follows the params as they are then.
+param. The plan (tmsgd_kernels/step_plan.py) asks `flat_run` whether a run's params, gradients
+and state lie back to back in one storage, each in its param's memory order, and steps such a run
+as one range; every step `FlatRun.still_matches` confirms that the gradients are still the ones
+the run was built on. If the module changes later (a dtype, new data, other gradients), the step
+simply follows the tensors as they are then.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from operator import is_
+
 import torch
 
 from .overlap import dense_without_overlap
+
+_data_ptr = torch.Tensor.data_ptr
+_stride = torch.Tensor.stride
 
 
 def one_range(tensors: list[torch.Tensor]) -> torch.Tensor | None:
@@ -36,28 +45,129 @@ def one_range(tensors: list[torch.Tensor]) -> torch.Tensor | None:
     return first.as_strided((total,), (1,), first.storage_offset())
 
 
+def same_memory_order(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two dense tensors of one shape store their elements in the same order: equal
+    strides on every dimension longer than 1 (a stride of a size-1 dimension is never used).
+    Only then does element i of one's memory range belong to element i of the other's."""
+    return a.shape == b.shape and all(
+        x == y for x, y, size in zip(a.stride(), b.stride(), a.shape) if size > 1)
+
+
+@dataclass(frozen=True)
+class FlatRun:
+    """A run whose params, gradients and state each lie back to back in one storage, each
+    tensor in its param's memory order: stepped as one range per list. `grads` are the gradient
+    tensors the run was built on (views of `grad`'s storage, which the run keeps alive anyway);
+    `still_matches` tells whether the current ones are laid out as they were."""
+
+    param: torch.Tensor
+    grad: torch.Tensor
+    grads: tuple[torch.Tensor, ...]
+    grad_addresses: tuple[int, ...]
+    grad_strides: tuple[tuple[int, ...], ...]
+    delta_even: torch.Tensor
+    delta_odd: torch.Tensor
+    momentum_buffer: torch.Tensor | None
+
+    def still_matches(self, grads: list[torch.Tensor]) -> bool:
+        """Whether `grads` (the run's gradients now, in run order) sit where, and are laid out
+        as, those the run was built on. This runs every step, so it is C-level passes only:
+        the same tensor objects (flatten_parameters keeps them) match at once (5 us for 161);
+        other objects (gradients replaced) match when their addresses and strides do, since a
+        gradient replaced at the same address with other strides must not be stepped as one
+        range. Not seen: a gradient's own strides changed in place (`grad.t_()`,
+        `grad.as_strided_()`). Shapes and dtypes are the step's per-gradient check, made
+        before any run is stepped."""
+        if len(grads) == len(self.grads) and all(map(is_, grads, self.grads)):
+            return True
+        return (tuple(map(_data_ptr, grads)) == self.grad_addresses
+                and tuple(map(_stride, grads)) == self.grad_strides)
+
+
+def flat_run(params: list[torch.Tensor], states: list[dict], momentum: bool) -> FlatRun | None:
+    """The one-range form of a run (params with gradients, their state dicts in the same
+    order), or None. It has one when the params and their gradients each lie back to back in one
+    storage, every gradient in its param's memory order, and the params have all taken the same
+    number of steps. The run's history (and momentum buffers, with `momentum`) are then moved into
+    one buffer per key, each param's entry becoming a view of it in its param's layout, unless
+    they already lie that way."""
+    if len(params) < 2 or any(p.is_complex() or p.grad is None for p in params):
+        return None
+    grads = [p.grad for p in params]
+    if not all(map(same_memory_order, grads, params)):
+        return None
+    param = one_range(params)
+    grad = one_range(grads) if param is not None else None
+    if grad is None or len({int(s["step"]) for s in states}) != 1:
+        return None
+    flat_state = {}
+    for key in ("delta_even", "delta_odd") + (("momentum_buffer",) if momentum else ()):
+        values = [s[key] for s in states]
+        if len({v.dtype for v in values}) != 1:
+            return None
+        flat_state[key] = one_range(values)
+        if flat_state[key] is None or not all(map(same_memory_order, values, params)):
+            flat_state[key] = _relaid(params, states, key)
+    return FlatRun(param, grad, tuple(grads), tuple(map(_data_ptr, grads)),
+                   tuple(map(_stride, grads)),
+                   flat_state["delta_even"], flat_state["delta_odd"],
+                   flat_state.get("momentum_buffer"))
+
+
+def _relaid(params: list[torch.Tensor], states: list[dict], key: str) -> torch.Tensor:
+    """One new buffer holding every state's `key`, each a view in its param's layout (the
+    state dict entry is replaced by the view); returns the buffer."""
+    values = [s[key] for s in states]
+    buffer = torch.empty(sum(p.numel() for p in params), dtype=values[0].dtype,
+                         device=params[0].device)
+    offset = 0
+    for state, value, param in zip(states, values, params):
+        view = _view(buffer, offset, param)
+        view.copy_(value)
+        state[key] = view
+        offset += param.numel()
+    return buffer
+
+
 def _view(flat: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
     """The elements [offset, offset + like.numel()) of `flat`, with `like`'s shape and strides."""
     return flat.as_strided(like.shape, like.stride(), flat.storage_offset() + offset)
 
 
 def flatten_parameters(module: torch.nn.Module) -> list[torch.Tensor]:
-    """Move `module`'s params into one contiguous buffer per (device, dtype), in the order
-    `module.parameters()` yields them, keeping each param's values, shape and memory format;
-    returns the buffers. Gradients get a matching buffer: each param's `.grad` starts as a view
-    into it (zeros), autograd accumulates into that view in place, and a gradient allocated anew
-    (after `zero_grad(set_to_none=True)`) is copied into the view once it is complete, so the
-    grads stay one range too. Call it before creating the optimizer; with
-    `zero_grad(set_to_none=False)` no gradient is ever copied.
+    """Move `module`'s trainable params into one contiguous buffer per (device, dtype), in the
+    order `module.named_parameters()` yields them, keeping each param's values, shape and memory
+    format; returns the buffers. Call it before creating the optimizer.
 
-    Complex params are not flattened (refused with an error)."""
+    Gradients are neither created nor changed in meaning: a param's gradient lives in a view of a
+    matching gradient buffer once autograd has made one (an existing `.grad` is copied into its
+    view now; a gradient autograd allocates anew, e.g. after `zero_grad(set_to_none=True)`, is
+    copied there once it is complete; with `zero_grad(set_to_none=False)` autograd accumulates in
+    the view). A param autograd never reaches (an unused layer, an unrouted expert) keeps
+    `.grad = None` and is skipped by the optimizer, as torch.optim.SGD skips it. When every param
+    of a buffer has a gradient, the gradients lie back to back and the step is one range.
+
+    Frozen params (`requires_grad=False`) are left where they are: no optimizer steps them.
+    Refused, with a ValueError before anything changes: complex params, params that are not dense,
+    and two distinct params that share memory (`b.data = a.data`; flattening would untie them;
+    tie them as one Parameter instead, which is kept)."""
+    named = list(module.named_parameters())
+    _check_no_shared_memory(named)
     groups: dict[tuple, list[torch.nn.Parameter]] = {}
-    for param in module.parameters():
+    for name, param in named:
+        if not param.requires_grad:
+            continue
         if param.is_complex():
-            raise ValueError("flatten_parameters does not flatten complex params")
+            raise ValueError(f"flatten_parameters does not flatten complex params ({name})")
         if not dense_without_overlap(param):
-            raise ValueError(f"flatten_parameters needs dense params; one has shape "
+            raise ValueError(f"flatten_parameters needs dense params; {name} has shape "
                              f"{tuple(param.shape)} and strides {param.stride()}")
+        grad = param.grad
+        if grad is not None and (grad.shape != param.shape or grad.dtype != param.dtype
+                                 or grad.device != param.device or grad.is_sparse):
+            raise ValueError(f"flatten_parameters: the gradient of {name} does not match it "
+                             f"(shape {tuple(grad.shape)}, {grad.dtype}, {grad.layout}, "
+                             f"{grad.device})")
         groups.setdefault((param.device, param.dtype), []).append(param)
     buffers = []
     for (device, dtype), params in groups.items():
@@ -72,24 +182,38 @@ def flatten_parameters(module: torch.nn.Module) -> list[torch.Tensor]:
                 grad_view = _view(flat_grad, offset, param)
                 if param.grad is not None:
                     grad_view.copy_(param.grad)
+                    param.grad = grad_view
                 param.data = view
-                param.grad = grad_view
                 param.register_post_accumulate_grad_hook(_keep_grad_in(grad_view))
                 offset += param.numel()
         buffers.append(flat)
     return buffers
 
 
+def _check_no_shared_memory(named: list[tuple[str, torch.nn.Parameter]]) -> None:
+    """Refuse distinct params (frozen ones included) whose bytes overlap: moving one of them
+    would untie it from the other. Meta params hold no memory."""
+    spans = sorted((str(p.device), p.data_ptr(), p.data_ptr() + p.numel() * p.element_size(),
+                    name) for name, p in named if p.numel() and p.device.type != "meta")
+    for before, after in zip(spans, spans[1:]):
+        if before[0] == after[0] and after[1] < before[2]:
+            raise ValueError(
+                f"flatten_parameters: params {before[3]} and {after[3]} share memory; "
+                f"flattening would untie them. Tie them as one Parameter (b = a, not "
+                f"b.data = a.data), which is kept, or give each its own storage")
+
+
 def _keep_grad_in(grad_view: torch.Tensor):
+    """A post-accumulate-grad hook keeping the param's gradient in `grad_view`: a gradient
+    autograd allocated anew is copied there and `.grad` is pointed at the view. It never runs
+    for a param autograd did not reach, so no gradient appears that autograd would not make."""
     def hook(param: torch.Tensor) -> None:
         grad = param.grad
-        if grad is None or grad is grad_view or grad.dtype != grad_view.dtype:
-            return  # nothing to do, or the module changed since it was flattened: follow it
-        if grad.shape != grad_view.shape:
-            return
-        if (grad.data_ptr() == grad_view.data_ptr() and grad.shape == grad_view.shape
-                and grad.stride() == grad_view.stride()):
-            return  # already accumulating in place
+        if grad is None or grad is grad_view:
+            return  # accumulated in place
+        if (grad.dtype != grad_view.dtype or grad.shape != grad_view.shape
+                or grad.layout != torch.strided):
+            return  # the module changed since it was flattened, or a sparse grad: follow it
         with torch.no_grad():
             grad_view.copy_(grad)
         param.grad = grad_view
