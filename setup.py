@@ -8,6 +8,9 @@ with no -m flags (the DEFAULT copy, safe on any x86-64), and on x86-64 the files
 csrc/cpu_capability/ again with -mavx2 / -mavx512*, in their own namespaces; the op picks one at
 run time from at::get_cpu_capability() and the CPU's flags. Those objects are linked after the
 default ones, so an inline function the copies share resolves to the DEFAULT build's version.
+
+torch is imported only to build: the sdist and the metadata need none. pip's build isolation would
+hide the installed torch; the in-tree backend (build_backend/tmsgd_build.py) shows it to this file.
 """
 
 import glob
@@ -17,11 +20,11 @@ import re
 import subprocess
 import sys
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
-PACKAGES = ["tmsgd_kernels", "tmsgd_kernels.auxvar", "tmsgd_kernels.backends",
-            "tmsgd_kernels.triton_kernels"]
 # The Triton project ships its own top-level `triton_kernels`: ours lives inside the package.
+PACKAGES = find_packages(include=["tmsgd_kernels", "tmsgd_kernels.*"]) + [
+    "tmsgd_kernels.triton_kernels"]
 PACKAGE_DIR = {"tmsgd_kernels.triton_kernels": "triton_kernels"}
 
 # Per-capability files and their flags (the flags ATen uses for the same capabilities).
@@ -41,17 +44,49 @@ MIN_CUDA = (11, 7)
 
 
 def _check_cuda_toolkit(cuda_home: str) -> None:
-    nvcc = os.path.join(cuda_home, "bin", "nvcc")
-    report = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
-    found = re.search(r"release (\d+)\.(\d+)", report)
-    if found is None:
-        raise RuntimeError(f"cannot read the CUDA version from `{nvcc} --version`")
-    version = (int(found[1]), int(found[2]))
+    version = _cuda_toolkit_version(cuda_home)
     if version < MIN_CUDA:
         raise RuntimeError(
             f"the CUDA toolkit at {cuda_home} is {version[0]}.{version[1]}; the CUDA kernels need "
             f"{MIN_CUDA[0]}.{MIN_CUDA[1]} or newer. Point CUDA_HOME at a newer toolkit, or set "
             f"TMSGD_NO_CUDA=1 to build without them (the triton and torch backends still run)")
+
+
+# What CUDA code to generate when no GPU is visible, so none can be asked (torch's own detection
+# reads the visible devices and fails without one): Ampere (sm_80 code runs on sm_86 and sm_89
+# too) and Hopper, with sm_90 PTX for newer GPUs to compile at load; CI builds exactly this list.
+# CUDA 11.7 predates sm_90. TORCH_CUDA_ARCH_LIST, when set, wins; with a GPU, torch detects it.
+def _default_cuda_arch_list(cuda_home: str) -> str:
+    return "8.0;9.0+PTX" if _cuda_toolkit_version(cuda_home) >= (11, 8) else "8.0+PTX"
+
+
+def _cuda_toolkit_version(cuda_home: str) -> tuple[int, int]:
+    nvcc = os.path.join(cuda_home, "bin", "nvcc")
+    report = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    found = re.search(r"release (\d+)\.(\d+)", report)
+    if found is None:
+        raise RuntimeError(f"cannot read the CUDA version from `{nvcc} --version`")
+    return int(found[1]), int(found[2])
+
+
+# Commands that need no compiled code (pip's metadata and sdist hooks run these).
+METADATA_COMMANDS = {"egg_info", "dist_info", "sdist", "--name", "--version"}
+
+
+def _import_torch():
+    """torch, or None when it is missing and only metadata or an sdist is being made."""
+    try:
+        import torch
+    except ImportError:
+        if set(sys.argv[1:]) & METADATA_COMMANDS:
+            return None
+        raise SystemExit(
+            "tmsgd-kernels: building the C++ extension needs torch, which this interpreter "
+            f"({sys.executable}) cannot import. Install a torch release that pyproject.toml's "
+            "`dependencies` accept and build with `pip install .` (or `pip install "
+            "--no-build-isolation .`), or set TMSGD_NO_EXTENSION=1 to install without the "
+            "extension (the pure-PyTorch backend then runs)") from None
+    return torch
 
 
 def _builds_capabilities() -> bool:
@@ -61,7 +96,9 @@ def _builds_capabilities() -> bool:
 def extension_build():
     if os.environ.get("TMSGD_NO_EXTENSION") == "1":
         return [], {}
-    import torch
+    torch = _import_torch()
+    if torch is None:
+        return [], {}
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
     sources = sorted(glob.glob("csrc/*.cpp"))
@@ -89,6 +126,8 @@ def extension_build():
     )
     if with_cuda:
         _check_cuda_toolkit(CUDA_HOME)
+        if "TORCH_CUDA_ARCH_LIST" not in os.environ and not torch.cuda.is_available():
+            os.environ["TORCH_CUDA_ARCH_LIST"] = _default_cuda_arch_list(CUDA_HOME)
         extension = CUDAExtension(
             "tmsgd_kernels._C",
             sources + sorted(glob.glob("csrc/*.cu")),
@@ -127,6 +166,7 @@ ext_modules, cmdclass = extension_build()
 setup(
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
+    package_data={"tmsgd_kernels": ["py.typed"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )
