@@ -20,7 +20,7 @@ struct CpuTensor {
                                   // then overwritten with d_new
   const void* d1 = nullptr;       // the other slot
   void* momentum = nullptr;       // in the params' dtype; null when the call has no momentum
-  StepScalars<T> scalars;         // the call's scalars with this tensor's count set
+  UpdateScalars<T> scalars;       // the call's scalars with this tensor's count set
 };
 
 // One call: tensor i owns elements [offsets[i], offsets[i + 1]) of the call's element range, the

@@ -67,7 +67,8 @@ constexpr bool kVectorPair =
 
 // Steps n consecutive elements of one param. d2 is read and receives d_new; d1 is only read.
 template <typename P, typename H, bool kMomentum, bool kVector, typename T>
-void step_span(P* w, const P* g, H* d2, const H* d1, P* buf, int64_t n, const StepScalars<T>& s) {
+void step_span(P* w, const P* g, H* d2, const H* d1, P* buf, int64_t n,
+               const UpdateScalars<T>& s) {
   int64_t i = 0;
   if constexpr (kVector) {
     using Vec = Vectorized<T>;

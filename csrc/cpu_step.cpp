@@ -6,10 +6,12 @@
 #include <torch/library.h>
 
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_kernel.h"
 #include "op_checks.h"
+#include "step_signature.h"
 
 namespace tmsgd::cpu {
 
@@ -62,68 +64,54 @@ void run(const CpuCall<T>& call) {
 
 // Describes the call for opmath T and runs it. Counts are read here, before any write.
 template <typename T>
-void step_with_opmath(at::TensorList params, const std::vector<at::Tensor>& grads,
-                      at::TensorList delta_even, at::TensorList delta_odd,
-                      at::TensorList momentum_buffers, at::TensorList steps, double lr,
-                      const std::optional<at::Tensor>& lr_tensor, const Hyperparameters& h,
-                      const std::optional<at::Tensor>& grad_scale) {
-  // Converted to T as the pure-PyTorch backend converts them (tensor.to(opmath)).
-  const T lr_value = lr_tensor.has_value() ? lr_tensor->item().to<T>() : static_cast<T>(lr);
-  const T scale = grad_scale.has_value() ? grad_scale->item().to<T>() : T(1);
-  const StepScalars<T> shared = make_step_scalars<T>(h, lr_value, grad_scale.has_value(), scale);
+void step_with_opmath(const StepArguments& a, const std::vector<at::Tensor>& grads) {
+  const StepScalars& s = a.scalars;
+  // Converted to T as the pure-PyTorch step converts them (tensor.to(opmath)).
+  const T lr = s.lr_tensor.has_value() ? s.lr_tensor->item().to<T>() : static_cast<T>(s.lr);
+  const T scale = a.grad_scale.has_value() ? a.grad_scale->item().to<T>() : T(1);
+  const UpdateScalars<T> shared = update_scalars<T>(s, lr, a.grad_scale.has_value(), scale);
 
-  const size_t n = params.size();
+  const size_t n = a.params.size();
   std::vector<CpuTensor<T>> tensors(n);
   std::vector<int64_t> offsets(n + 1, 0);
   for (size_t i = 0; i < n; ++i) {
-    const int64_t count = *steps[i].data_ptr<int64_t>();
+    const int64_t count = *a.steps[i].data_ptr<int64_t>();
     TORCH_CHECK(count >= 0, "tmsgd_step: steps[", i, "] is negative (", count, ")");
     CpuTensor<T>& t = tensors[i];
     t.scalars = shared;
-    set_count(t.scalars, count, h.switch_step);
+    set_count(t.scalars, count, s.switch_step);
     const bool even = t.scalars.parity == 0;
-    t.param = params[i].data_ptr();
+    t.param = a.params[i].data_ptr();
     t.grad = grads[i].data_ptr();
-    t.d2 = (even ? delta_even[i] : delta_odd[i]).data_ptr();
-    t.d1 = (even ? delta_odd[i] : delta_even[i]).data_ptr();
-    t.momentum = momentum_buffers.empty() ? nullptr : momentum_buffers[i].data_ptr();
-    offsets[i + 1] = offsets[i] + params[i].numel();
+    t.d2 = (even ? a.delta_even[i] : a.delta_odd[i]).data_ptr();
+    t.d1 = (even ? a.delta_odd[i] : a.delta_even[i]).data_ptr();
+    t.momentum = a.momentum_buffers.empty() ? nullptr : a.momentum_buffers[i].data_ptr();
+    offsets[i + 1] = offsets[i] + a.params[i].numel();
   }
   CpuCall<T> call;
   call.count = static_cast<int64_t>(n);
   call.offsets = offsets.data();
   call.tensors = tensors.data();
-  call.momentum = !momentum_buffers.empty();
-  call.param_dtype = params[0].scalar_type();
-  call.history_dtype = delta_even[0].scalar_type();
+  call.momentum = !a.momentum_buffers.empty();
+  call.param_dtype = a.params[0].scalar_type();
+  call.history_dtype = a.delta_even[0].scalar_type();
   run(call);
 }
 
-void tmsgd_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList delta_even,
-                    at::TensorList delta_odd, at::TensorList momentum_buffers, at::TensorList steps,
-                    double lr, const std::optional<at::Tensor>& lr_tensor, double b1, double b2,
-                    double momentum, double dampening, double weight_decay, bool nesterov,
-                    bool maximize, int64_t switch_step, const std::optional<at::Tensor>& grad_scale,
-                    const std::optional<at::Tensor>& found_inf) {
-  const CheckedCall checked = check_step_arguments(params, grads, delta_even, delta_odd,
-                                                   momentum_buffers, steps, lr_tensor, momentum,
-                                                   grad_scale, found_inf);
-  if (params.empty()) {
+void step_cpu(const StepArguments& a) {
+  const CheckedCall checked = check_step_arguments(a);
+  if (a.params.empty()) {
     return;
   }
-  if (found_inf.has_value() && found_inf->item<double>() != 0) {
+  if (a.found_inf.has_value() && a.found_inf->item<double>() != 0) {
     return;  // AMP found an inf/nan: the step changes nothing, not even the counts
   }
-  const Hyperparameters h{b1, b2, momentum, dampening, weight_decay, nesterov, maximize,
-                          switch_step};
-  if (params[0].scalar_type() == at::kDouble) {
-    step_with_opmath<double>(params, checked.grads, delta_even, delta_odd, momentum_buffers,
-                             steps, lr, lr_tensor, h, grad_scale);
+  if (a.params[0].scalar_type() == at::kDouble) {
+    step_with_opmath<double>(a, checked.grads);
   } else {
-    step_with_opmath<float>(params, checked.grads, delta_even, delta_odd, momentum_buffers,
-                            steps, lr, lr_tensor, h, grad_scale);
+    step_with_opmath<float>(a, checked.grads);
   }
-  for (const auto& count : steps) {
+  for (const auto& count : a.steps) {
     *count.data_ptr<int64_t>() += 1;
   }
 }
@@ -140,6 +128,10 @@ std::string capability_name() {
 
 }  // namespace tmsgd::cpu
 
+static_assert(std::is_same_v<decltype(tmsgd::step_entry<tmsgd::cpu::step_cpu>),
+                             tmsgd::StepSignature>,
+              "the CPU entry point must have the op's signature (csrc/step_signature.h)");
+
 TORCH_LIBRARY_IMPL(tmsgd_kernels, CPU, m) {
-  m.impl("tmsgd_step", &tmsgd::cpu::tmsgd_step_cpu);
+  m.impl("tmsgd_step", TORCH_FN(tmsgd::step_entry<tmsgd::cpu::step_cpu>));
 }

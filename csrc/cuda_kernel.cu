@@ -9,8 +9,8 @@
 //  - momentum is a template parameter, not a uniform run-time branch: with the branch both
 //    bodies share one allocation (ptxas -v for sm_90, CUDA 13.0: 80 registers per thread for fp32,
 //    against 40 / 48 for the two templates);
-//  - the scalars arrive ready-made in T in the parameter space (CudaArgs<T>), not as doubles
-//    converted per thread: that saved 6-8 registers;
+//  - the scalars arrive ready-made in T in the parameter space (KernelScalars<T>), not as
+//    doubles converted per thread: that saved 6-8 registers;
 //  - the count mode stays a run-time branch: as a template it saved 6 registers in host mode
 //    but cost 12 more in device mode.
 // cuobjdump of the sm_90 build (CUDA 13.0) reports 40 / 52 registers for fp32 params and history
@@ -70,7 +70,7 @@ __device__ inline void store(T* p, const Pack<T, N>& v) {
 // Steps the n elements of one chunk (its pointers already offset to the chunk's start).
 template <typename P, typename H, bool kMomentum, typename T>
 __device__ inline void step_chunk(P* w, const P* g, H* d2, const H* d1, P* buf, int64_t n,
-                                  const StepScalars<T>& s) {
+                                  const UpdateScalars<T>& s) {
   constexpr int kVec = 16 / sizeof(P);  // one 16-byte load of params per thread and iteration
   const bool vector = aligned<P, kVec>(w) && aligned<P, kVec>(g) && aligned<H, kVec>(d2) &&
                       aligned<H, kVec>(d1) && (!kMomentum || aligned<P, kVec>(buf));
@@ -136,13 +136,13 @@ __device__ inline int64_t owner(const CudaTable& table, int64_t chunk) {
 template <typename P, typename H, bool kMomentum>
 __global__ void __launch_bounds__(kThreads)
     tmsgd_step_kernel(const __grid_constant__ CudaTable table,
-                      const __grid_constant__ CudaArgs<OpMath<P>> args) {
+                      const __grid_constant__ KernelScalars<OpMath<P>> args) {
   if (args.found_inf != nullptr && *args.found_inf != 0.0f) {
     return;  // AMP found an inf/nan: nothing changes (the increment kernel skips too)
   }
-  StepScalars<OpMath<P>> s = args.scalars;
-  if (args.lr != nullptr) {
-    s.lr = *args.lr;
+  UpdateScalars<OpMath<P>> s = args.scalars;
+  if (args.lr_tensor != nullptr) {
+    s.lr = *args.lr_tensor;
   }
   if (args.grad_scale != nullptr) {
     s.grad_scale = *args.grad_scale;
@@ -239,8 +239,8 @@ void with_instantiation(Dtype param, Dtype history, bool momentum, F&& f) {
 // One step launch: as many blocks as fit on the device at once (a grid-stride loop covers the
 // rest), or one per chunk when there are fewer chunks.
 template <typename T>
-void launch_typed(const CudaTable& table, const CudaArgs<T>& args, Dtype param, Dtype history,
-                  bool momentum, const Device& device, void* stream) {
+void launch_typed(const CudaTable& table, const KernelScalars<T>& args, Dtype param,
+                  Dtype history, bool momentum, const Device& device, void* stream) {
   with_instantiation<T>(param, history, momentum, [&](auto p_tag, auto h_tag, auto m_tag) {
     using P = decltype(p_tag);
     using H = decltype(h_tag);
@@ -257,12 +257,12 @@ void launch_typed(const CudaTable& table, const CudaArgs<T>& args, Dtype param, 
 
 }  // namespace
 
-void launch_step(const CudaTable& table, const CudaArgs<float>& args, Dtype param, Dtype history,
-                 bool momentum, const Device& device, void* stream) {
+void launch_step(const CudaTable& table, const KernelScalars<float>& args, Dtype param,
+                 Dtype history, bool momentum, const Device& device, void* stream) {
   launch_typed(table, args, param, history, momentum, device, stream);
 }
 
-void launch_step(const CudaTable& table, const CudaArgs<double>& args, Dtype param,
+void launch_step(const CudaTable& table, const KernelScalars<double>& args, Dtype param,
                  Dtype history, bool momentum, const Device& device, void* stream) {
   launch_typed(table, args, param, history, momentum, device, stream);
 }

@@ -12,7 +12,7 @@
 //     guarantees without a grid-wide barrier.
 // lr_tensor, grad_scale and found_inf on the GPU are read by the kernels (converted to the dtype
 // they read by device ops, no host synchronization); on the CPU they are read here. The other
-// scalars reach the kernels converted to the opmath dtype, as CudaArgs.
+// scalars reach the kernels converted to the opmath dtype, as KernelScalars.
 // Compiled by the host compiler; only csrc/cuda_kernel.cu goes through nvcc.
 #ifdef TMSGD_WITH_CUDA
 
@@ -23,10 +23,12 @@
 #include <torch/library.h>
 
 #include <array>
+#include <type_traits>
 #include <vector>
 
 #include "cuda_table.h"
 #include "op_checks.h"
+#include "step_signature.h"
 
 namespace tmsgd::cuda {
 
@@ -63,7 +65,7 @@ struct Launcher {
 
   // Steps the tensors `indices` with `args`, kMaxTensors per launch (empty tensors skipped).
   template <typename T>
-  void step(const std::vector<size_t>& indices, const CudaArgs<T>& args) const {
+  void step(const std::vector<size_t>& indices, const KernelScalars<T>& args) const {
     const bool momentum = !momentum_buffers.empty();
     CudaTable table;
     auto flush = [&]() {
@@ -98,14 +100,14 @@ struct Launcher {
 
 // Host mode: one group per combination of the flags the count decides, in a fixed order.
 template <typename T>
-void step_counts_on_host(const Launcher& launcher, CudaArgs<T> args, bool momentum,
+void step_counts_on_host(const Launcher& launcher, KernelScalars<T> args, bool momentum,
                          int64_t switch_step) {
   const at::TensorList steps = launcher.steps;
   std::array<std::vector<size_t>, 8> groups;
   for (size_t i = 0; i < steps.size(); ++i) {
     const int64_t count = *steps[i].data_ptr<int64_t>();
     TORCH_CHECK(count >= 0, "tmsgd_step: steps[", i, "] is negative (", count, ")");
-    StepScalars<T> flags = args.scalars;
+    UpdateScalars<T> flags = args.scalars;
     set_count(flags, count, switch_step);
     // Without momentum the first step is like any other: no reason to split the launch.
     const bool first = momentum && flags.first;
@@ -127,7 +129,7 @@ void step_counts_on_host(const Launcher& launcher, CudaArgs<T> args, bool moment
 
 // Device mode: one group; the counts advance on the device after every step launch.
 template <typename T>
-void step_counts_on_device(const Launcher& launcher, CudaArgs<T> args, int64_t switch_step) {
+void step_counts_on_device(const Launcher& launcher, KernelScalars<T> args, int64_t switch_step) {
   const at::TensorList steps = launcher.steps;
   std::vector<size_t> all(steps.size());
   for (size_t i = 0; i < all.size(); ++i) {
@@ -151,80 +153,68 @@ void step_counts_on_device(const Launcher& launcher, CudaArgs<T> args, int64_t s
 // caching allocator reuses their memory only for this stream's later work, so the kernels read
 // them safely.
 template <typename T>
-void step_typed(const Launcher& launcher, bool counts_on_host, double lr,
-                const std::optional<at::Tensor>& lr_tensor, const Hyperparameters& h,
-                const std::optional<at::Tensor>& grad_scale,
-                const std::optional<at::Tensor>& found_inf) {
+void step_typed(const Launcher& launcher, bool counts_on_host, const StepArguments& a) {
   const auto opmath = c10::CppTypeToScalarType<T>::value;
-  CudaArgs<T> args;
+  const StepScalars& s = a.scalars;
+  KernelScalars<T> args;
   at::Tensor inf_device;
-  if (found_inf.has_value()) {
-    if (found_inf->is_cpu() || counts_on_host) {
+  if (a.found_inf.has_value()) {
+    if (a.found_inf->is_cpu() || counts_on_host) {
       // The host must know found_inf: in host mode it decides whether the host advances the CPU
       // counts. On the GPU this .item() synchronizes with the device, once per call.
-      if (found_inf->item<double>() != 0) {
+      if (a.found_inf->item<double>() != 0) {
         return;  // AMP found an inf/nan: nothing changes, not even the counts
       }
     } else {
-      inf_device = found_inf->to(at::kFloat);
+      inf_device = a.found_inf->to(at::kFloat);
       args.found_inf = inf_device.data_ptr<float>();
     }
   }
-  T lr_value = static_cast<T>(lr);
+  T lr = static_cast<T>(s.lr);
   at::Tensor lr_device;
-  if (lr_tensor.has_value() && lr_tensor->is_cpu()) {
-    lr_value = lr_tensor->item().to<T>();
-  } else if (lr_tensor.has_value()) {
-    lr_device = lr_tensor->to(opmath);
-    args.lr = lr_device.data_ptr<T>();
+  if (s.lr_tensor.has_value() && s.lr_tensor->is_cpu()) {
+    lr = s.lr_tensor->item().to<T>();
+  } else if (s.lr_tensor.has_value()) {
+    lr_device = s.lr_tensor->to(opmath);
+    args.lr_tensor = lr_device.data_ptr<T>();
   }
-  T scale_value = T(1);
+  T scale = T(1);
   at::Tensor scale_device;
-  if (grad_scale.has_value() && grad_scale->is_cpu()) {
-    scale_value = grad_scale->item().to<T>();
-  } else if (grad_scale.has_value()) {
-    scale_device = grad_scale->to(opmath);
+  if (a.grad_scale.has_value() && a.grad_scale->is_cpu()) {
+    scale = a.grad_scale->item().to<T>();
+  } else if (a.grad_scale.has_value()) {
+    scale_device = a.grad_scale->to(opmath);
     args.grad_scale = scale_device.data_ptr<T>();
   }
-  args.scalars = make_step_scalars<T>(h, lr_value, grad_scale.has_value(), scale_value);
+  args.scalars = update_scalars<T>(s, lr, a.grad_scale.has_value(), scale);
   if (counts_on_host) {
-    step_counts_on_host(launcher, args, h.momentum != 0, h.switch_step);
+    step_counts_on_host(launcher, args, s.momentum != 0, s.switch_step);
   } else {
-    step_counts_on_device(launcher, args, h.switch_step);
+    step_counts_on_device(launcher, args, s.switch_step);
   }
 }
 
-void tmsgd_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList delta_even,
-                     at::TensorList delta_odd, at::TensorList momentum_buffers,
-                     at::TensorList steps, double lr, const std::optional<at::Tensor>& lr_tensor,
-                     double b1, double b2, double momentum, double dampening, double weight_decay,
-                     bool nesterov, bool maximize, int64_t switch_step,
-                     const std::optional<at::Tensor>& grad_scale,
-                     const std::optional<at::Tensor>& found_inf) {
-  const CheckedCall checked = check_step_arguments(params, grads, delta_even, delta_odd,
-                                                   momentum_buffers, steps, lr_tensor, momentum,
-                                                   grad_scale, found_inf);
-  if (params.empty()) {
+void step_cuda(const StepArguments& a) {
+  const CheckedCall checked = check_step_arguments(a);
+  if (a.params.empty()) {
     return;
   }
-  const auto device = params[0].device();
+  const auto device = a.params[0].device();
   const c10::cuda::CUDAGuard guard(device);
-  const Launcher launcher{params,
+  const Launcher launcher{a.params,
                           checked.grads,
-                          delta_even,
-                          delta_odd,
-                          momentum_buffers,
-                          steps,
-                          to_dtype(params[0].scalar_type()),
-                          to_dtype(delta_even[0].scalar_type()),
+                          a.delta_even,
+                          a.delta_odd,
+                          a.momentum_buffers,
+                          a.steps,
+                          to_dtype(a.params[0].scalar_type()),
+                          to_dtype(a.delta_even[0].scalar_type()),
                           Device{device.index(), multiprocessors(device.index())},
                           c10::cuda::getCurrentCUDAStream().stream()};
-  const Hyperparameters h{b1, b2, momentum, dampening, weight_decay, nesterov, maximize,
-                          switch_step};
-  if (params[0].scalar_type() == at::kDouble) {
-    step_typed<double>(launcher, checked.counts_on_host, lr, lr_tensor, h, grad_scale, found_inf);
+  if (a.params[0].scalar_type() == at::kDouble) {
+    step_typed<double>(launcher, checked.counts_on_host, a);
   } else {
-    step_typed<float>(launcher, checked.counts_on_host, lr, lr_tensor, h, grad_scale, found_inf);
+    step_typed<float>(launcher, checked.counts_on_host, a);
   }
 }
 
@@ -232,8 +222,12 @@ void tmsgd_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList
 
 }  // namespace tmsgd::cuda
 
+static_assert(std::is_same_v<decltype(tmsgd::step_entry<tmsgd::cuda::step_cuda>),
+                             tmsgd::StepSignature>,
+              "the CUDA entry point must have the op's signature (csrc/step_signature.h)");
+
 TORCH_LIBRARY_IMPL(tmsgd_kernels, CUDA, m) {
-  m.impl("tmsgd_step", &tmsgd::cuda::tmsgd_step_cuda);
+  m.impl("tmsgd_step", TORCH_FN(tmsgd::step_entry<tmsgd::cuda::step_cuda>));
 }
 
 #endif  // TMSGD_WITH_CUDA

@@ -12,8 +12,8 @@ namespace tmsgd::cuda {
 
 // Kernel parameters stay within 4 KB, the limit every toolkit and GPU accepts (CUDA >= 12.1
 // allows 32 KB on Volta and newer, but a larger table mostly saves launches that cost a few
-// microseconds each). 60 tensors: CudaTable is 8 + 60 * 64 = 3848 bytes, CudaArgs<double> 112,
-// together 3960 (static_assert below). ResNet-50's 161 tensors take three launches.
+// microseconds each). 60 tensors: CudaTable is 8 + 60 * 64 = 3848 bytes, KernelScalars<double>
+// 112, together 3960 (static_assert below). ResNet-50's 161 tensors take three launches.
 constexpr int kMaxTensors = 60;
 
 // Elements per chunk: a block steps one chunk at a time (grid-stride over all chunks).
@@ -31,13 +31,13 @@ struct CudaTable {
   int64_t chunk_end[kMaxTensors];     // tensor t owns chunks [chunk_end[t - 1], chunk_end[t])
 };
 
-// The step's scalars for opmath T, built on the host: the kernel reads them from its parameter
-// space as they are, with no per-thread conversion from double.
+// The step's scalars as the kernels receive them, for opmath T, built on the host: the kernel
+// reads them from its parameter space as they are, with no per-thread conversion from double.
 template <typename T>
-struct CudaArgs {
-  // The call's scalars. Host mode: with the count flags every tensor of the launch shares.
-  StepScalars<T> scalars;
-  const T* lr = nullptr;             // on the device: replaces scalars.lr; null: not given there
+struct KernelScalars {
+  // StepScalars in T. Host mode: with the count flags every tensor of the launch shares.
+  UpdateScalars<T> scalars;
+  const T* lr_tensor = nullptr;      // on the device: replaces scalars.lr; null: not given there
   const T* grad_scale = nullptr;     // on the device: replaces scalars.grad_scale
   const float* found_inf = nullptr;  // on the device, or null (then decided on the host)
   // Device mode: every block sets the count flags from its tensor's count (CudaTable::steps).
@@ -45,7 +45,7 @@ struct CudaArgs {
   int64_t switch_step = 0;
 };
 
-static_assert(sizeof(CudaTable) + sizeof(CudaArgs<double>) <= 4096,
+static_assert(sizeof(CudaTable) + sizeof(KernelScalars<double>) <= 4096,
               "step kernel parameters over 4 KB");
 
 // The counts the increment kernel advances, one thread each: 8 + 480 * 8 bytes, plus found_inf.
@@ -68,9 +68,9 @@ struct Device {
 };
 
 // float args for fp32 / fp16 / bf16 params, double args for fp64 params.
-void launch_step(const CudaTable& table, const CudaArgs<float>& args, Dtype param, Dtype history,
-                 bool momentum, const Device& device, void* stream);
-void launch_step(const CudaTable& table, const CudaArgs<double>& args, Dtype param,
+void launch_step(const CudaTable& table, const KernelScalars<float>& args, Dtype param,
+                 Dtype history, bool momentum, const Device& device, void* stream);
+void launch_step(const CudaTable& table, const KernelScalars<double>& args, Dtype param,
                  Dtype history, bool momentum, const Device& device, void* stream);
 
 // What the compiled step kernel of one instantiation needs, and what it therefore gets, on the

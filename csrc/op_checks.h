@@ -1,5 +1,5 @@
 // Argument checks shared by the CPU and CUDA implementations of tmsgd_kernels::tmsgd_step (the
-// contract is in tmsgd_kernels/ops.py). The optimizer validates before it calls; these guard
+// contract: tmsgd_kernels/step_contract.py). The optimizer validates before it calls; these guard
 // direct calls of the op. Everything is checked before anything is written, so a bad call leaves
 // every tensor as it was.
 #pragma once
@@ -10,6 +10,8 @@
 
 #include <optional>
 #include <vector>
+
+#include "step_signature.h"
 
 namespace tmsgd {
 
@@ -74,11 +76,11 @@ inline void check_scalar_tensor(const char* name, const std::optional<at::Tensor
 
 }  // namespace detail
 
-inline CheckedCall check_step_arguments(
-    at::TensorList params, at::TensorList grads, at::TensorList delta_even,
-    at::TensorList delta_odd, at::TensorList momentum_buffers, at::TensorList steps,
-    const std::optional<at::Tensor>& lr_tensor, double momentum,
-    const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
+inline CheckedCall check_step_arguments(const StepArguments& a) {
+  const at::TensorList params = a.params, grads = a.grads, delta_even = a.delta_even,
+                       delta_odd = a.delta_odd, momentum_buffers = a.momentum_buffers,
+                       steps = a.steps;
+  const double momentum = a.scalars.momentum;
   const size_t n = params.size();
   TORCH_CHECK(grads.size() == n && delta_even.size() == n && delta_odd.size() == n &&
                   steps.size() == n,
@@ -130,9 +132,10 @@ inline CheckedCall check_step_arguments(
                 steps[0].device(), ": the counts must be all on the CPU or all on the params' "
                 "device ", device);
   }
-  detail::check_scalar_tensor("lr_tensor", lr_tensor, device, /*integers_allowed=*/true);
-  detail::check_scalar_tensor("grad_scale", grad_scale, device, /*integers_allowed=*/false);
-  detail::check_scalar_tensor("found_inf", found_inf, device, /*integers_allowed=*/false);
+  detail::check_scalar_tensor("lr_tensor", a.scalars.lr_tensor, device,
+                              /*integers_allowed=*/true);
+  detail::check_scalar_tensor("grad_scale", a.grad_scale, device, /*integers_allowed=*/false);
+  detail::check_scalar_tensor("found_inf", a.found_inf, device, /*integers_allowed=*/false);
 
   // Nothing has been written yet; only now are the re-laid-out grads allocated.
   call.grads.reserve(n);

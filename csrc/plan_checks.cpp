@@ -5,6 +5,7 @@
 #include <Python.h>
 #include <torch/csrc/autograd/python_variable.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace tmsgd {
@@ -46,19 +47,30 @@ PyObject* layout_fingerprint(PyObject*, PyObject* tensors) {
   return PyLong_FromUnsignedLongLong(hash);
 }
 
-// all_strided(tensors) -> bool: whether every tensor of a tuple has the dense (strided) layout.
-PyObject* all_strided(PyObject*, PyObject* tensors) {
-  if (!PyTuple_Check(tensors)) {
-    PyErr_SetString(PyExc_TypeError, "all_strided takes a tuple of tensors");
+// first_mismatched_grad(params, grads) -> int: the index of the first gradient that is not
+// strided or differs from its param in dtype, sizes or device, else -1. Runs every step, before
+// any run of tensors is stepped, so that a gradient replaced between steps is refused before
+// anything changes.
+PyObject* first_mismatched_grad(PyObject*, PyObject* args) {
+  PyObject *params, *grads;
+  if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &params, &PyList_Type, &grads)) {
     return nullptr;
   }
-  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tensors); ++i) {
-    PyObject* item = PyTuple_GET_ITEM(tensors, i);
-    if (!THPVariable_Check(item) || THPVariable_Unpack(item).layout() != c10::kStrided) {
-      Py_RETURN_FALSE;
+  const Py_ssize_t n = std::min(PyList_GET_SIZE(params), PyList_GET_SIZE(grads));
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* param_object = PyList_GET_ITEM(params, i);
+    PyObject* grad_object = PyList_GET_ITEM(grads, i);
+    if (!THPVariable_Check(param_object) || !THPVariable_Check(grad_object)) {
+      return PyLong_FromSsize_t(i);
+    }
+    const at::Tensor& param = THPVariable_Unpack(param_object);
+    const at::Tensor& grad = THPVariable_Unpack(grad_object);
+    if (grad.layout() != c10::kStrided || grad.scalar_type() != param.scalar_type() ||
+        grad.device() != param.device() || grad.sizes() != param.sizes()) {
+      return PyLong_FromSsize_t(i);
     }
   }
-  Py_RETURN_TRUE;
+  return PyLong_FromLong(-1);
 }
 
 // same_state_objects(state, params, ids) -> bool. `state`: a dict (the optimizer's state, keyed

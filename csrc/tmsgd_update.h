@@ -14,12 +14,12 @@
 
 namespace tmsgd {
 
-// Everything one tensor's step needs besides its memory. The call's hyperparameters are the same
-// for every tensor of a call; the last three fields come from the tensor's own step count, which
-// may differ between the tensors of one call (a param that had no grad for a while keeps its
-// count), so they are set per tensor by `set_count`.
+// What the update of one tensor reads besides its memory: the op's StepScalars
+// (step_signature.h) converted to the opmath type T, with 1 - dampening as `gain`, the grad scale,
+// and three fields from the tensor's own count, which may differ between the tensors of one call
+// (a param that had no grad for a while keeps its count), set per tensor by `set_count`.
 template <typename T>
-struct StepScalars {
+struct UpdateScalars {
   T lr;
   T b1;  // coefficient of d1 (the newest step)
   T b2;  // coefficient of d2
@@ -35,38 +35,31 @@ struct StepScalars {
   int parity;      // history slot holding d2 (read, then overwritten with d_new); 1 - parity: d1
 };
 
-// The op's scalar arguments as the schema passes them, the same for every tensor of a call.
-struct Hyperparameters {
-  double b1 = 0, b2 = 0, momentum = 0, dampening = 0, weight_decay = 0;
-  bool nesterov = false, maximize = false;
-  int64_t switch_step = 0;
-};
-
-// The call's part of StepScalars, converted to T the way the pure-PyTorch backend converts its
-// scalars (1 - dampening is formed in double, then rounded once). lr and grad_scale arrive
-// separately because they may come from tensors read on the device.
-template <typename T>
-C10_HOST_DEVICE inline StepScalars<T> make_step_scalars(const Hyperparameters& h, T lr,
-                                                        bool has_scale, T grad_scale) {
-  StepScalars<T> s;
-  s.lr = lr;
-  s.b1 = static_cast<T>(h.b1);
-  s.b2 = static_cast<T>(h.b2);
-  s.has_scale = has_scale;
-  s.grad_scale = grad_scale;
-  s.maximize = h.maximize;
-  s.weight_decay = static_cast<T>(h.weight_decay);
-  s.momentum = static_cast<T>(h.momentum);
-  s.gain = static_cast<T>(1.0 - h.dampening);
-  s.nesterov = h.nesterov;
-  s.multistep = true;
-  s.first = false;
-  s.parity = 0;
-  return s;
+// The call's part of UpdateScalars from StepScalars, converted to T the way the pure-PyTorch
+// step converts its scalars (1 - dampening is formed in double, then rounded once). lr and
+// grad_scale arrive separately because they may come from tensors. A template over the scalars'
+// type because StepScalars holds a tensor, and this header stays free of torch's for nvcc.
+template <typename T, typename Scalars>
+inline UpdateScalars<T> update_scalars(const Scalars& s, T lr, bool has_scale, T grad_scale) {
+  UpdateScalars<T> u;
+  u.lr = lr;
+  u.b1 = static_cast<T>(s.b1);
+  u.b2 = static_cast<T>(s.b2);
+  u.has_scale = has_scale;
+  u.grad_scale = grad_scale;
+  u.maximize = s.maximize;
+  u.weight_decay = static_cast<T>(s.weight_decay);
+  u.momentum = static_cast<T>(s.momentum);
+  u.gain = static_cast<T>(1.0 - s.dampening);
+  u.nesterov = s.nesterov;
+  u.multistep = true;
+  u.first = false;
+  u.parity = 0;
+  return u;
 }
 
 template <typename T>
-C10_HOST_DEVICE inline void set_count(StepScalars<T>& s, int64_t count, int64_t switch_step) {
+C10_HOST_DEVICE inline void set_count(UpdateScalars<T>& s, int64_t count, int64_t switch_step) {
   s.multistep = count >= switch_step;
   s.first = count == 0;
   s.parity = static_cast<int>(count % 2);
@@ -79,7 +72,7 @@ C10_HOST_DEVICE inline void set_count(StepScalars<T>& s, int64_t count, int64_t 
 // On the first step buf is assigned g without reading the old value: torch.optim.SGD clones g
 // there, and a buffer left uninitialized (even NaN) must not leak into the step.
 template <bool kMomentum, typename V, typename T>
-C10_HOST_DEVICE inline V tmsgd_update(V& w, V g, V d1, V d2, V& buf, const StepScalars<T>& s) {
+C10_HOST_DEVICE inline V tmsgd_update(V& w, V g, V d1, V d2, V& buf, const UpdateScalars<T>& s) {
   if (s.has_scale) {
     g = g / V(s.grad_scale);
   }
@@ -109,7 +102,7 @@ C10_HOST_DEVICE inline V tmsgd_update(V& w, V g, V d1, V d2, V& buf, const StepS
 // kernel's scalar tail and the CUDA kernel's scalar path both run this.
 template <bool kMomentum, typename P, typename H, typename T>
 C10_HOST_DEVICE inline void step_element(P* w, const P* g, H* d2, const H* d1, P* buf, int64_t i,
-                                         const StepScalars<T>& s) {
+                                         const UpdateScalars<T>& s) {
   T wi = static_cast<T>(w[i]);
   T mi = kMomentum && !s.first ? static_cast<T>(buf[i]) : T(0);
   const T a = s.multistep ? static_cast<T>(d1[i]) : T(0);

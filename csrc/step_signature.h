@@ -1,0 +1,69 @@
+// The op's signature, written once for C++. Its schema is generated in Python
+// (tmsgd_kernels/step_contract.py); the dispatcher refuses, when the schema is defined, a kernel
+// whose C++ types differ from it, and tests/test_native_cuda_source.py checks that the names and
+// their order below are the schema's.
+//
+// Every registered kernel of the op is declared from this list: the CPU and CUDA entry points
+// are step_entry<implementation> (below), the version-counter and autograd kernels
+// (version_counter.cpp) are one template instantiated with StepSignature's parameter types, and
+// each registration static_asserts that what it registers has this signature.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+
+// The op's parameters, types and names, in the schema's order.
+#define TMSGD_STEP_PARAMETERS                                                                  \
+  at::TensorList params, at::TensorList grads, at::TensorList delta_even,                       \
+      at::TensorList delta_odd, at::TensorList momentum_buffers, at::TensorList steps,          \
+      double lr, const std::optional<at::Tensor>& lr_tensor, double b1, double b2,              \
+      double momentum, double dampening, double weight_decay, bool nesterov, bool maximize,     \
+      int64_t switch_step, const std::optional<at::Tensor>& grad_scale,                         \
+      const std::optional<at::Tensor>& found_inf
+
+namespace tmsgd {
+
+using StepSignature = void(TMSGD_STEP_PARAMETERS);
+
+// The op's scalars as it receives them: Python's StepScalars, field for field. The kernels read
+// them converted to their opmath type (UpdateScalars<T>, tmsgd_update.h).
+struct StepScalars {
+  double lr;
+  const std::optional<at::Tensor>& lr_tensor;  // when given, the learning rate instead of lr
+  double b1;
+  double b2;
+  double momentum;
+  double dampening;
+  double weight_decay;
+  bool nesterov;
+  bool maximize;
+  int64_t switch_step;
+};
+
+// All of one call's arguments: what the CPU and CUDA implementations take.
+struct StepArguments {
+  at::TensorList params;
+  at::TensorList grads;
+  at::TensorList delta_even;
+  at::TensorList delta_odd;
+  at::TensorList momentum_buffers;
+  at::TensorList steps;
+  StepScalars scalars;
+  const std::optional<at::Tensor>& grad_scale;
+  const std::optional<at::Tensor>& found_inf;
+};
+
+using StepImplementation = void (*)(const StepArguments&);
+
+// The function registered for an implementation: the op's parameters, gathered.
+template <StepImplementation kImplementation>
+void step_entry(TMSGD_STEP_PARAMETERS) {
+  kImplementation({params, grads, delta_even, delta_odd, momentum_buffers, steps,
+                   {lr, lr_tensor, b1, b2, momentum, dampening, weight_decay, nesterov,
+                    maximize, switch_step},
+                   grad_scale, found_inf});
+}
+
+}  // namespace tmsgd
