@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from timing import machine  # noqa: E402
 
 from tmsgd_kernels import TMSGD  # noqa: E402
-from tmsgd_kernels.backends import resolve  # noqa: E402
+from tmsgd_kernels.implementations import choose  # noqa: E402
 
 
 def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--out", type=Path, default=Path("bench/results/bf16_history_drift.json"))
     args = parser.parse_args()
-    backend = resolve(args.backend, torch.device("cpu")).name
+    backend = choose(args.backend, torch.device("cpu"))
 
     x_train, y_train, x_test, y_test = digits()
     runs = {}

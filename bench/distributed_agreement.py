@@ -32,7 +32,7 @@ from distributed_workers import (  # noqa: E402
 )
 from timing import machine  # noqa: E402
 
-from tmsgd_kernels.backends import unavailable_reason  # noqa: E402
+from tmsgd_kernels.implementations import unavailable_reason  # noqa: E402
 
 
 def largest_difference(actual: dict, expected: dict) -> float:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import machine  # noqa: E402
 
 from tmsgd_kernels import TMSGD  # noqa: E402
-from tmsgd_kernels.backends import unavailable_reason  # noqa: E402
+from tmsgd_kernels.implementations import unavailable_reason  # noqa: E402
 
 # (TMSGD backend, its peer): the peer a user of that backend would otherwise run.
 PAIRS = {"cpu": dict(fused=True), "torch": dict(foreach=True)}

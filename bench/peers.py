@@ -24,7 +24,7 @@ import torch
 from cases import Case
 
 from tmsgd_kernels import TMSGD, flatten_parameters
-from tmsgd_kernels.backends import unavailable_reason
+from tmsgd_kernels.implementations import unavailable_reason
 
 LR = 1e-3
 MOMENTUM = 0.9

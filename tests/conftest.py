@@ -13,7 +13,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(os.getcwd(), ".inductor-cache"))
 
-from tmsgd_kernels.backends import unavailable_reason  # noqa: E402
+from tmsgd_kernels.implementations import unavailable_reason  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 BACKENDS = [n for n in ("torch", "cpu", "cuda", "triton") if unavailable_reason(n, DEVICE) is None]

@@ -40,7 +40,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from tmsgd_kernels import TMSGD
-from tmsgd_kernels.backends import unavailable_reason
+from tmsgd_kernels.implementations import unavailable_reason
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="needs torch.distributed with gloo")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tmsgd_kernels import functional
-from tmsgd_kernels.backends import unavailable_reason
+from tmsgd_kernels.implementations import unavailable_reason
 
 CUDA = torch.device("cuda")
 pytestmark = pytest.mark.skipif(

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tmsgd_kernels import TMSGD
-from tmsgd_kernels.backends import unavailable_reason
+from tmsgd_kernels.implementations import unavailable_reason
 
 CUDA = torch.device("cuda")
 BACKENDS = [name for name in ("cuda", "triton")

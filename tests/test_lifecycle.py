@@ -27,7 +27,7 @@ from oracle import OracleParam
 from torch._dynamo.testing import CompileCounter
 from trajectory import Tolerance, make_params
 
-from tmsgd_kernels import TMSGD, backends, functional, native_extension
+from tmsgd_kernels import TMSGD, functional, implementations, native_extension
 
 LR = 0.05
 M = 0.9
@@ -755,7 +755,7 @@ def test_auto_without_the_extension_warns_once(monkeypatch):
     """backend="auto" on the CPU without a usable extension falls back to the torch backend
     with one RuntimeWarning (per device type), however many optimizers and steps follow."""
     monkeypatch.setattr(native_extension, "load_error", "the test says it is not built")
-    monkeypatch.setattr(backends, "_warned_fallback", set())
+    monkeypatch.setattr(implementations, "_warned_fallback", set())
     params = make_params([(3,)], F32, "cpu")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -770,6 +770,6 @@ def test_auto_without_the_extension_warns_once(monkeypatch):
     assert len(runtime) == 1, [str(w.message) for w in runtime]
     assert "the test says it is not built" in str(runtime[0].message)
     assert "pure-PyTorch" in str(runtime[0].message)
-    assert backends.resolve("auto", torch.device("cpu")).name == "torch"
+    assert implementations.choose("auto", torch.device("cpu")) == "torch"
     for optimizer in (first, second):
         assert int(optimizer.state[optimizer.param_groups[0]["params"][0]]["step"]) == 2

@@ -1,16 +1,18 @@
-"""Functional TM-SGD for users who keep their own state: the kernel contract of
-tmsgd_kernels/ops.py behind the same checks the optimizer makes."""
+"""The one entry to the step: `tmsgd` checks a call and runs it on one implementation (the native
+op, the Triton op or the PyTorch step). TMSGD.step calls it once per run of tensors; users who
+keep their own state (made by `init_state`) call it directly."""
 
 from __future__ import annotations
 
 import torch
 
-from . import backends
+from . import ops, plan_checks, torch_step
 from .coefficients import PAPER_COEFFICIENTS, delta_coefficients
+from .implementations import choose
 from .overlap import check_no_overlap
 from .param_state import real_view
-from .step_scalars import StepScalars
-from .validation import validate_hyperparameters
+from .step_contract import StepScalars
+from .validation import check_gradients, validate_hyperparameters
 
 
 def init_state(
@@ -29,6 +31,14 @@ def init_state(
         "steps": [torch.zeros((), dtype=torch.int64,
                               device=r.device if capturable else "cpu") for r in reals],
     }
+
+
+# Implementations chosen so far, by (backend, device): availability does not change within a
+# process, and a dict lookup is what a traced step can afford.
+_chosen: dict[tuple[str, torch.device], str] = {}
+
+# Layout fingerprints of param lists already checked for overlaps (bounded).
+_checked_layouts: set[int] = set()
 
 
 def tmsgd(
@@ -50,28 +60,62 @@ def tmsgd(
     grad_scale: torch.Tensor | None = None,
     found_inf: torch.Tensor | None = None,
     backend: str = "auto",
+    parity: torch_step.Parity | None = None,
 ) -> None:
-    """One TM-SGD step over `params` (one device and dtype) in place, with state from
-    `init_state` (updated in place)."""
-    history = delta_even[0].dtype if delta_even else None
-    validate_hyperparameters(
-        dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-             nesterov=nesterov, maximize=maximize, coefficients=coefficients,
-             switch_step=switch_step, history_dtype=history, backend=backend,
-             capturable=False)
-    )
+    """One TM-SGD step over `params` (one device and dtype; complex params as themselves) in
+    place, with their state (from `init_state`) updated in place. The arguments are TMSGD's
+    (docs/DESIGN.md section 5); `backend` is "auto" or an implementation name. `grad_scale` and
+    `found_inf` are GradScaler's: gradients are divided by the first, and a non-zero second makes
+    the step change nothing. `parity` is the torch implementation's record of which history slot
+    is due (torch_step.Parity), kept by the optimizer per run; others ignore it.
+
+    Bad arguments raise before anything changes (checked in eager mode; a traced call relies on
+    the eager checks of the same call site)."""
     if not params:
         return
+    if not torch.compiler.is_compiling():
+        _check(params, grads, delta_even, delta_odd, momentum_buffers, steps, lr=lr,
+               momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+               nesterov=nesterov, maximize=maximize, coefficients=coefficients,
+               switch_step=switch_step, backend=backend)
+    device = params[0].device
+    implementation = _chosen.get((backend, device))
+    if implementation is None:
+        implementation = _chosen[(backend, device)] = choose(backend, device)
+    if params[0].is_complex():
+        params, grads = list(map(real_view, params)), list(map(real_view, grads))
+    if isinstance(lr, torch.Tensor) and lr.device != device and lr.device.type != "cpu":
+        lr = lr.to(device)
+    if grad_scale is not None and grad_scale.device != device:
+        grad_scale = grad_scale.to(device)
+    if found_inf is not None and found_inf.device != device:
+        found_inf = found_inf.to(device)
+    b1, b2 = delta_coefficients(coefficients)
+    scalars = StepScalars.make(lr, b1, b2, momentum, dampening, weight_decay, nesterov,
+                               maximize, switch_step)
+    if implementation == "torch":
+        torch_step.step(params, grads, delta_even, delta_odd, momentum_buffers, steps, scalars,
+                        grad_scale, found_inf, parity)
+        return
+    op = ops.triton_step if implementation == "triton" else ops.native_step
+    op(params, grads, delta_even, delta_odd, momentum_buffers, steps, *scalars.arguments(),
+       grad_scale, found_inf)
+
+
+def _check(params, grads, delta_even, delta_odd, momentum_buffers, steps, *, momentum,
+           **hyperparameters) -> None:
+    validate_hyperparameters(dict(
+        hyperparameters, momentum=momentum, history_dtype=delta_even[0].dtype if delta_even
+        else None, capturable=False))
     if len({len(params), len(grads), len(delta_even), len(delta_odd), len(steps)}) != 1:
         raise ValueError("params, grads, delta_even, delta_odd and steps must have one length")
     if len(momentum_buffers) != (len(params) if momentum != 0 else 0):
         raise ValueError("momentum_buffers needs one tensor per param when momentum != 0 "
                          "(init_state(..., momentum=...)) and must be empty otherwise")
-    check_no_overlap(params)
-    reals = [real_view(p) for p in params]
-    b1, b2 = delta_coefficients(coefficients)
-    scalars = StepScalars(lr, b1, b2, momentum, dampening, weight_decay, nesterov, maximize,
-                          switch_step)
-    backends.resolve(backend, reals[0].device).step(
-        reals, [real_view(g) for g in grads], delta_even, delta_odd, momentum_buffers, steps,
-        scalars, grad_scale, found_inf)
+    check_gradients(params, grads, "")
+    layout = plan_checks.layout_fingerprint(params)
+    if layout not in _checked_layouts:
+        check_no_overlap(params)
+        if len(_checked_layouts) > 1024:
+            _checked_layouts.clear()
+        _checked_layouts.add(layout)

@@ -31,8 +31,8 @@ def check_no_overlap(params: list[torch.Tensor]) -> None:
     repeats)."""
     spans = []
     for index, param in enumerate(params):
-        if param.numel() == 0:
-            continue
+        if param.numel() == 0 or param.device.type == "meta":
+            continue  # no memory to share
         if not dense_without_overlap(param):
             raise ValueError(
                 f"TMSGD steps dense, non-overlapping params only: {_describe(index, param)} "

@@ -1,4 +1,5 @@
-"""Checks that run before anything is changed: hyperparameters and gradients."""
+"""Checks that run before anything is changed: hyperparameters and gradients (one error
+type for gradients, RuntimeError, whoever finds the problem)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import math
 
 import torch
 
-from .backends import BACKEND_NAMES
+from . import plan_checks
 from .coefficients import validate_coefficients
+from .implementations import BACKEND_NAMES
 from .local_tensors import describe, same_distribution
 
 HISTORY_DTYPES = (None, torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -20,6 +22,11 @@ def _number(value, what: str) -> float:
         if value.numel() != 1:
             raise ValueError(f"{what} must be a number or a one-element tensor, got shape "
                              f"{tuple(value.shape)}")
+        if value.device.type != "cpu":
+            # Not read: a device tensor would cost a synchronization (and break graph capture).
+            if not value.is_floating_point():
+                raise ValueError(f"{what} must be a floating-point tensor, got {value.dtype}")
+            return 0.0
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{what} must be a number, got {value!r}")
@@ -60,10 +67,18 @@ def validate_hyperparameters(options: dict) -> None:
         raise ValueError(f"unknown backend {options['backend']!r}; choose one of {BACKEND_NAMES}")
 
 
-def validate_gradient(param: torch.Tensor, index: int) -> None:
-    """Raise if param.grad cannot be used to step param (called before any change)."""
-    grad = param.grad
-    where = f"parameter {index} (shape {tuple(param.shape)})"
+def check_gradients(params: list[torch.Tensor], grads: list[torch.Tensor], where: str) -> None:
+    """Raise the clear error for the first gradient that cannot step its param (`where`: e.g.
+    "group 1, " to name the param group); the pass is a C loop when the extension is built."""
+    index = plan_checks.first_mismatched_grad(params, grads)
+    if index >= 0:
+        validate_gradient(params[index], grads[index], f"{where}parameter {index}")
+
+
+def validate_gradient(param: torch.Tensor, grad: torch.Tensor, name: str) -> None:
+    """Raise if `grad` cannot be used to step `param` (called before any change); `name` says
+    which param it is, e.g. "group 0, parameter 3"."""
+    where = f"{name} (shape {tuple(param.shape)})"
     if grad.is_sparse or grad.layout != torch.strided:
         raise RuntimeError(f"TMSGD does not support sparse gradients: {where} has a "
                            f"{grad.layout} gradient")

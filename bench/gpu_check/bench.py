@@ -31,7 +31,7 @@ from cases import gpt2_small_shapes, resnet50_shapes  # noqa: E402
 from timing import machine  # noqa: E402
 
 from tmsgd_kernels import TMSGD, native_extension  # noqa: E402
-from tmsgd_kernels.backends import unavailable_reason  # noqa: E402
+from tmsgd_kernels.implementations import unavailable_reason  # noqa: E402
 
 # Bytes each step moves per element (section 4 of docs/DESIGN.md): TM-SGD reads W, g, d1, d2
 # (+ buf) and writes W, d_new (+ buf); SGD reads W, g (+ buf) and writes W (+ buf).

@@ -27,7 +27,7 @@ import time
 import torch
 
 from tmsgd_kernels import functional
-from tmsgd_kernels.backends import unavailable_reason
+from tmsgd_kernels.implementations import unavailable_reason
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 SHAPES = [(1,), (3, 5), (0,), (4097,), (33_000,), (7, 1, 3)]

@@ -1,31 +1,32 @@
-"""Pure-PyTorch backend: the TM-SGD step (kernel contract v2, tmsgd_kernels/ops.py) in torch ops.
+"""The TM-SGD step in plain PyTorch: the `torch` implementation of the kernel contract
+(tmsgd_kernels/step_contract.py), the reference the kernels match operation for operation, and
+the one torch.compile traces.
 
 Two paths compute the same step:
 
-host_step    steps on the CPU, eager. The counts are read on the host once per call, the params
+host_step    counts on the CPU, eager. The counts are read on the host once per call, the params
              are grouped by what the count decides (history slot, first momentum step, warm-up),
              and each group runs torch._foreach_* ops, writing d_new in place over its d2 slot.
-device_step  steps on an accelerator (capturable), or under torch.compile. Everything that
+device_step  counts on an accelerator (capturable), or under torch.compile. Everything that
              depends on a count is a torch.where on the device, per tensor, so nothing is read on
              the host and one traced graph serves every step (a tensor lr is a graph input).
 
 With a float lr both run the same elementwise ops in the same order, so in eager mode they give
 bitwise the same result.
+
+A traced step that must serve any count selects between both history slots and writes both (28
+instead of 24 bytes per fp32 element). A `Parity` record, kept by the caller per run of params
+that always step together, knows which slot is due while the counts live on the CPU; the traced
+step reads it (dynamo guards on it: one graph per slot) and checks it against the counts.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..step_scalars import StepScalars
-
-name = "torch"
+from .step_contract import StepScalars
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def unavailable_reason(device: torch.device) -> str | None:
-    return None
 
 
 def step(
@@ -38,19 +39,35 @@ def step(
     scalars: StepScalars,
     grad_scale: torch.Tensor | None = None,
     found_inf: torch.Tensor | None = None,
-    odd_slot: bool | None = None,
+    parity: Parity | None = None,
 ) -> None:
-    """The contract's step. `odd_slot`, when the caller knows it, says that every count is odd
-    (True) or even (False): the device path then writes d_new into that one slot instead of
-    selecting between both, which a traced graph can otherwise not avoid (24 instead of 28 bytes
-    per fp32 element). The host path reads the counts itself and ignores it."""
+    """The contract's step; `parity` (see the module docstring) is read while tracing and
+    advanced after every step."""
     on_device = torch.compiler.is_compiling() or (steps and steps[0].device.type != "cpu")
     if on_device:
+        odd_slot = parity.odd if parity is not None and torch.compiler.is_compiling() else None
         device_step(params, grads, delta_even, delta_odd, momentum_buffers, steps, scalars,
                     grad_scale, found_inf, odd_slot)
     else:
         host_step(params, grads, delta_even, delta_odd, momentum_buffers, steps, scalars,
                   grad_scale, found_inf)
+    if parity is not None:
+        parity.advance(found_inf)
+
+
+class Parity:
+    """Whether every count of a run of params is odd (True), even (False), or unknown (None: the
+    counts disagree, or a step may have been skipped). Made from the counts when a plan is built;
+    valid while the run's params step together, which a plan guarantees (it is rebuilt when the
+    set of params with gradients changes)."""
+
+    def __init__(self, counts: list[torch.Tensor]) -> None:
+        odd = {int(count) % 2 == 1 for count in counts}
+        self.odd: bool | None = odd.pop() if len(odd) == 1 else None
+
+    def advance(self, found_inf: torch.Tensor | None) -> None:
+        if self.odd is not None:
+            self.odd = None if found_inf is not None else not self.odd
 
 
 def _opmath(dtype: torch.dtype) -> torch.dtype:
@@ -59,10 +76,10 @@ def _opmath(dtype: torch.dtype) -> torch.dtype:
 
 def _check_grads(params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
     if len(grads) != len(params):
-        raise ValueError(f"got {len(grads)} grads for {len(params)} params")
+        raise RuntimeError(f"got {len(grads)} grads for {len(params)} params")
     for i, (p, g) in enumerate(zip(params, grads)):
         if p.shape != g.shape or p.dtype != g.dtype or p.device != g.device:
-            raise ValueError(
+            raise RuntimeError(
                 f"grads[{i}] ({tuple(g.shape)}, {g.dtype}, {g.device}) does not match "
                 f"params[{i}] ({tuple(p.shape)}, {p.dtype}, {p.device})")
 
@@ -81,7 +98,7 @@ def host_step(params, grads, delta_even, delta_odd, momentum_buffers, steps, sca
     _check_grads(params, grads)
     if not params or (found_inf is not None and found_inf.item() != 0):
         return
-    lr = scalars.lr.item() if isinstance(scalars.lr, torch.Tensor) else scalars.lr
+    lr = scalars.lr if scalars.lr_tensor is None else scalars.lr_tensor.item()
     # CPU counts: one .item() each costs ~23 us for 161 tensors, torch.stack(...).tolist()
     # ~47 us (2-core AMD EPYC, torch 2.13); neither waits on a device.
     counts = list(map(torch.Tensor.item, steps))
@@ -167,7 +184,7 @@ def device_step(params, grads, delta_even, delta_odd, momentum_buffers, steps, s
     if not params:
         return
     opmath = _opmath(params[0].dtype)
-    lr = scalars.lr
+    lr = scalars.lr_value
     if isinstance(lr, torch.Tensor):
         # Shape (1,) would broadcast a 0-dim param's update to shape (1,).
         lr = lr.reshape(()).to(opmath)
