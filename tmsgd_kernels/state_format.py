@@ -10,12 +10,20 @@ Accepted per-parameter state (keys other than these are refused):
 Each state tensor keeps its dtype (torch.optim would cast it to the param's dtype, which loses
 an fp32 history of a bf16 param); it moves to the param's device, and counts to the CPU unless
 the group is capturable.
+
+Anything else is refused with a ValueError that names the key at fault, before anything changes:
+a checkpoint that is not exactly {'state': dict, 'param_groups': list of dicts with int ids
+under 'params'}, an id given to two different params, state for an id no group lists, counts
+that are not whole numbers in [0, 2**63 - 1], state tensors that are not dense floating-point
+tensors with values (meta, sparse) of the param's (real-view) shape, invalid hyperparameters.
+Group keys TMSGD does not know (a scheduler's initial_lr) are kept, as torch.optim keeps them.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from copy import deepcopy
-from itertools import chain
 
 import torch
 
@@ -26,40 +34,63 @@ from .validation import validate_hyperparameters
 _V2 = {"step", "delta_even", "delta_odd"}
 _V1 = {"step", "d1", "d2"}
 _OPTIONAL = {"momentum_buffer"}
+_INT64_MAX = 2**63 - 1
 
 
-def _where(index: int) -> str:
-    return f"the state of parameter {index} in the loaded state dict"
+def _where(index: object) -> str:
+    return f"the state of parameter {index!r} in the loaded state dict"
 
 
-def _tensor(value: object, param: torch.Tensor, index: int, key: str) -> torch.Tensor:
+def _readable(value: torch.Tensor, what: str) -> None:
+    """Refuse a tensor whose values cannot be read or stepped: no data (meta) or not dense."""
+    if value.is_meta:
+        raise ValueError(f"{what} is a meta tensor, which holds no values")
+    if value.layout != torch.strided:
+        raise ValueError(f"{what} is a {value.layout} tensor; TMSGD keeps dense state")
+
+
+def _tensor(value: object, param: torch.Tensor, index: object, key: str) -> torch.Tensor:
     real = real_view(param)
+    what = f"{_where(index)}: '{key}'"
     if not isinstance(value, torch.Tensor):
-        raise ValueError(f"{_where(index)}: '{key}' is {type(value).__name__}, not a tensor")
+        raise ValueError(f"{what} is {type(value).__name__}, not a tensor")
+    _readable(value, what)
     if value.is_complex():
         value = torch.view_as_real(value)
     if value.shape != real.shape:
-        raise ValueError(f"{_where(index)}: '{key}' has shape {tuple(value.shape)}, the "
-                         f"parameter {tuple(real.shape)}" + (" (as its real view)"
-                                                             if param.is_complex() else ""))
+        raise ValueError(f"{what} has shape {tuple(value.shape)}, the parameter "
+                         f"{tuple(real.shape)}" + (" (as its real view)"
+                                                   if param.is_complex() else ""))
     if not value.is_floating_point():
-        raise ValueError(f"{_where(index)}: '{key}' has dtype {value.dtype}, not floating point")
-    value = like_param(value.detach(), param, f"{_where(index)}: '{key}'")
+        raise ValueError(f"{what} has dtype {value.dtype}, not floating point")
+    value = like_param(value.detach(), param, what)
     return value.to(device=param.device, copy=True)
 
 
-def _count(value: object, index: int) -> int:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
+def _count(value: object, index: object) -> int:
+    """A count: a whole number in [0, 2**63 - 1] (the kernels count in int64), as an int, a
+    whole float or a one-element real tensor (torch.optim keeps float32 counts)."""
+    what = f"{_where(index)}: 'step'"
+    if isinstance(value, torch.Tensor):
+        _readable(value, what)
+        if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(f"{what} must be a one-element real tensor, got {value.dtype} of "
+                             f"shape {tuple(value.shape)}")
         value = value.item()
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{_where(index)}: 'step' must be a non-negative whole number, got "
-                         f"{value!r}")
-    return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{what} must be a non-negative whole number, got "
+                         f"{type(value).__name__} {value!r}")
+    if not isinstance(value, numbers.Integral):
+        if not (math.isfinite(value) and float(value).is_integer()):
+            raise ValueError(f"{what} must be a non-negative whole number, got {value!r}")
+    count = int(value)
+    if not 0 <= count <= _INT64_MAX:
+        raise ValueError(f"{what} must be in [0, 2**63 - 1] (the kernels count steps in "
+                         f"int64), got {count}")
+    return count
 
 
-def _param_state(saved: object, param: torch.Tensor, index: int, capturable: bool) -> dict:
+def _param_state(saved: object, param: torch.Tensor, index: object, capturable: bool) -> dict:
     """One param's state in TMSGD's format, converted from any accepted format."""
     if not isinstance(saved, dict):
         raise ValueError(f"{_where(index)} is {type(saved).__name__}, not a dict")
@@ -95,20 +126,60 @@ def _param_state(saved: object, param: torch.Tensor, index: int, capturable: boo
     return state
 
 
+def _check_structure(state_dict: object, group_count: int) -> None:
+    """The checkpoint's shape: a dict of exactly 'state' (a dict) and 'param_groups' (a list of
+    `group_count` dicts, each with a list of int ids under 'params')."""
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"an optimizer state_dict is a dict with 'state' and 'param_groups', "
+                         f"got {type(state_dict).__name__}")
+    missing = {"state", "param_groups"} - state_dict.keys()
+    unknown = state_dict.keys() - {"state", "param_groups"}
+    if missing or unknown:
+        raise ValueError(f"an optimizer state_dict is a dict with 'state' and 'param_groups'; "
+                         f"this one lacks {sorted(missing)} and has {sorted(map(str, unknown))}")
+    if not isinstance(state_dict["state"], dict):
+        raise ValueError(f"the loaded state dict's 'state' is "
+                         f"{type(state_dict['state']).__name__}, not a dict")
+    groups = state_dict["param_groups"]
+    if not isinstance(groups, (list, tuple)):
+        raise ValueError(f"the loaded state dict's 'param_groups' is {type(groups).__name__}, "
+                         f"not a list")
+    if len(groups) != group_count:
+        raise ValueError(f"the loaded state dict has {len(groups)} parameter groups in "
+                         f"'param_groups', the optimizer {group_count}")
+    for number, group in enumerate(groups):
+        if not isinstance(group, dict):
+            raise ValueError(f"parameter group {number} in the loaded state dict's "
+                             f"'param_groups' is {type(group).__name__}, not a dict")
+        ids = group.get("params")
+        if not isinstance(ids, (list, tuple)) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise ValueError(f"parameter group {number} of the loaded state dict: 'params' "
+                             f"must be a list of int parameter ids, got {ids!r}")
+        for key, value in group.items():
+            if isinstance(value, torch.Tensor) and value.is_meta:
+                raise ValueError(f"parameter group {number} of the loaded state dict: "
+                                 f"{key!r} is a meta tensor, which holds no values")
+
+
 def prepare_load(optimizer, state_dict: dict) -> tuple[dict, list[dict]]:
     """The (state, param_groups) that loading `state_dict` gives `optimizer`, built without
-    changing anything; raises ValueError if it does not fit."""
-    if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= state_dict.keys():
-        raise ValueError("an optimizer state_dict is a dict with 'state' and 'param_groups'")
-    groups, saved_groups = optimizer.param_groups, deepcopy(state_dict["param_groups"])
-    if len(saved_groups) != len(groups):
-        raise ValueError(f"the loaded state dict has {len(saved_groups)} parameter groups, the "
-                         f"optimizer {len(groups)}")
-    new_groups = []
+    changing anything; raises ValueError, naming the key, if it does not fit."""
+    groups = optimizer.param_groups
+    _check_structure(state_dict, len(groups))
+    saved_groups = deepcopy(state_dict["param_groups"])
+    new_groups, id_map = [], {}
     for number, (saved, group) in enumerate(zip(saved_groups, groups)):
         if len(saved["params"]) != len(group["params"]):
             raise ValueError(f"parameter group {number} has {len(saved['params'])} params in "
-                             f"the loaded state dict and {len(group['params'])} in the optimizer")
+                             f"the loaded state dict's 'params' and {len(group['params'])} in "
+                             f"the optimizer")
+        for saved_id, param in zip(saved["params"], group["params"]):
+            # One id for two params would give one param's state to the other. An id repeats
+            # legitimately where the optimizer lists one tensor twice (state_dict numbers it once).
+            if id_map.setdefault(saved_id, param) is not param:
+                raise ValueError(f"parameter id {saved_id} appears twice in the loaded state "
+                                 f"dict's 'params' (group {number}), for two different params")
         # Keys an older checkpoint (or torch.optim.SGD's) lacks take the optimizer's defaults;
         # the backend is this process's choice, not the checkpoint's.
         new = {**optimizer.defaults, **saved, "params": group["params"],
@@ -122,14 +193,12 @@ def prepare_load(optimizer, state_dict: dict) -> tuple[dict, list[dict]]:
                              ) from error
         new["coefficients"] = tuple(float(c) for c in new["coefficients"])
         new_groups.append(new)
-    id_map = dict(zip(chain.from_iterable(g["params"] for g in saved_groups),
-                      chain.from_iterable(g["params"] for g in new_groups)))
     capturable = {id(p): g["capturable"] for g in new_groups for p in g["params"]}
     state = {}
     for index, saved in state_dict["state"].items():
         if index not in id_map:
-            raise ValueError(f"the loaded state dict has state for parameter {index!r}, which "
-                             f"no parameter group lists")
+            raise ValueError(f"the loaded state dict's 'state' has an entry for parameter "
+                             f"{index!r}, which no parameter group lists in 'params'")
         param = id_map[index]
         state[param] = _param_state(saved, param, index, capturable[id(param)])
     return state, new_groups
