@@ -18,19 +18,28 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 endif
 
-SOURCES := setup.py pyproject.toml requirements-test.txt $(wildcard csrc/*.cpp csrc/*.h csrc/*.cu csrc/*/*.cpp)
+SOURCES := setup.py pyproject.toml requirements-test.txt $(wildcard build_backend/*.py) \
+	$(wildcard csrc/*.cpp csrc/*.h csrc/*.cu csrc/*/*.cpp)
 
 .PHONY: setup run bench test lint experiments experiments-full auxvar auxvar-full clean gpu-check
 
 setup: $(STAMP)
 
+# Set-up says what it is doing: pip's own progress for the downloads, the compiler's lines for the
+# build (pip -v), and a line per stage.
 $(STAMP): $(SOURCES)
+	@echo "== setup 1/3: the Python environment ($(PY))"
 ifneq ($(USE_CURRENT_PYTHON),1)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 endif
-	$(PY) -m pip install -q torch==$(TORCH_VERSION) triton==$(TRITON_VERSION) -r requirements-test.txt
-	MAX_JOBS=2 $(PY) -m pip install -q --no-build-isolation -e .
+	@echo "== setup 2/3: torch $(TORCH_VERSION), triton $(TRITON_VERSION) and the tools of" \
+		"requirements-test.txt (on a fresh machine several hundred MB to download)"
+	$(PY) -m pip install torch==$(TORCH_VERSION) triton==$(TRITON_VERSION) -r requirements-test.txt
+	@echo "== setup 3/3: this package, editable, and its C++ extension (about 2 minutes on 2" \
+		"cores; the compiler's progress follows)"
+	MAX_JOBS=2 $(PY) -m pip install -v --no-build-isolation -e .
 	touch $@
+	@echo "== setup done"
 
 # The main job: the benchmark report (bench/report.py): every TM-SGD backend against
 # torch.optim.SGD (fused, foreach), a fair torch.compile'd TM-SGD step and the streaming ceiling,
