@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .network import Layer, UnsupportedModelError, layer_norms_squared, parse_mlp, tail_products
+from .inputs import check_data, check_weights
+from .network import layer_norms_squared, parse_mlp, tail_products
 
 
 def squared_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -21,30 +22,18 @@ def squared_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target).square().sum(dim=1).mean()
 
 
-def check_data(layers: list[Layer], inputs: torch.Tensor, targets: torch.Tensor | None) -> None:
-    """Refuse inputs and targets whose shapes do not fit the network."""
-    if inputs.dim() != 2 or inputs.shape[1] != layers[0].linear.in_features:
-        raise UnsupportedModelError(
-            f"inputs must have shape (N, {layers[0].linear.in_features}), "
-            f"got {tuple(inputs.shape)}")
-    if targets is not None and (targets.dim() != 2 or targets.shape[0] != inputs.shape[0]
-                                or targets.shape[1] != layers[-1].linear.out_features):
-        raise UnsupportedModelError(
-            f"targets must have shape ({inputs.shape[0]}, {layers[-1].linear.out_features}), "
-            f"got {tuple(targets.shape)}")
-
-
 class AuxVarLoss(nn.Module):
     """J(theta, z) for an MLP on fixed training data, owning the auxiliary variables z.
 
     ``model`` is an ``nn.Sequential`` of Linear layers and 1-Lipschitz activations (see
     ``parse_mlp``); ``inputs`` (N, d_in) and ``targets`` (N, d_out) are the whole training set
-    (the method is full-batch least squares). ``self.parameters()`` yields the model's parameters
-    and the auxiliaries ``z_1..z_{L-1}`` (each (N, width_l), initialized by a forward pass, so J
-    equals the MSE at the start), so any torch optimizer, TMSGD included, can step them all.
+    (the method is full-batch least squares): non-empty, floating point and finite (see
+    inputs.py). ``self.parameters()`` yields the model's parameters and the auxiliaries
+    ``z_1..z_{L-1}`` (each (N, width_l), initialized by a forward pass, so J equals the MSE at
+    the start), so any torch optimizer, TMSGD included, can step them all.
 
-    weights: ``"adaptive"`` (omega_l = prod_{j>l} ||W_j||^2, the bound holds) or a number mu
-        (fixed penalty omega_l = mu, no bound).
+    weights: ``"adaptive"`` (omega_l = prod_{j>l} ||W_j||^2, the bound holds) or a finite
+        positive number mu (fixed penalty omega_l = mu, no bound).
     norm: ``"fro"`` or ``"spectral"`` for the adaptive weights (spectral gives smaller weights,
         the bound still holds; it costs an SVD per layer and step).
     weight_grad: let the gradient flow through omega (True) or hold omega fixed within a step
@@ -57,8 +46,7 @@ class AuxVarLoss(nn.Module):
         super().__init__()
         self.layers = parse_mlp(model)
         check_data(self.layers, inputs, targets)
-        if weights != "adaptive" and not (isinstance(weights, (int, float)) and weights > 0):
-            raise ValueError(f"weights must be 'adaptive' or a positive number, got {weights!r}")
+        weights = check_weights(weights)
         if norm not in ("fro", "spectral"):
             raise ValueError(f"norm must be 'fro' or 'spectral', got {norm!r}")
         self.model = model
@@ -105,7 +93,7 @@ class AuxVarLoss(nn.Module):
 
     def omegas(self, weights: str | float | None = None) -> torch.Tensor:
         """The penalty weights omega_1..omega_{L-1} (length L-1) for this object's settings."""
-        weights = self.weights_mode if weights is None else weights
+        weights = self.weights_mode if weights is None else check_weights(weights)
         if weights != "adaptive":
             return torch.full((self.depth - 1,), float(weights),
                               dtype=self.inputs.dtype, device=self.inputs.device)

@@ -25,7 +25,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .fnn import check_data, squared_error
+from .fnn import squared_error
+from .inputs import check_data, check_positive, check_values, check_weights
 from .network import (
     TANH_SECOND_DERIVATIVE_BOUND,
     UnsupportedModelError,
@@ -37,20 +38,24 @@ from .network import (
 
 def _derivative_rule(act: nn.Module | None) -> tuple[callable, float]:
     """(s', Lipschitz constant of s') for the activations the PINN bound covers."""
-    if isinstance(act, nn.Tanh):
+    # Exact types: a subclass may compute anything (a steeper tanh breaks |s'| <= 1), and a
+    # declared Lipschitz constant of s says nothing about s'.
+    if type(act) is nn.Tanh:
         return (lambda a: 1.0 - torch.tanh(a).square()), TANH_SECOND_DERIVATIVE_BOUND
-    if isinstance(act, nn.Identity):
+    if type(act) is nn.Identity:
         return torch.ones_like, 0.0
     raise UnsupportedModelError(
-        f"the PINN variant supports Tanh (and Identity) activations only, got "
-        f"{type(act).__name__}: the derivative bound needs |s'| <= 1 and a Lipschitz s'")
+        f"the PINN variant supports nn.Tanh (and nn.Identity) activations only, exactly those "
+        f"types, got {type(act).__name__}: the derivative bound needs |s'| <= 1 and a "
+        f"Lipschitz s'")
 
 
 class FirstOrderPINNLoss(nn.Module):
     """J(theta, z, v) of a scalar MLP for ``c . grad u = f`` (interior) and ``u = g`` (boundary).
 
     interior (N, d) points, velocity (N, d) the field c at them, source (N, 1) f at them;
-    boundary (M, d) points and boundary_values (M, 1) g at them; boundary_weight lambda.
+    boundary (M, d) points and boundary_values (M, 1) g at them (all non-empty, floating point,
+    finite); boundary_weight lambda, a finite positive number.
     weights, norm, weight_grad: as in ``AuxVarLoss``. Auxiliaries (all parameters, initialized
     by a forward pass so that J equals the PINN loss at the start): ``z`` interior values,
     ``v`` interior directional derivatives, ``zb`` boundary values.
@@ -65,19 +70,19 @@ class FirstOrderPINNLoss(nn.Module):
         self.rules = [_derivative_rule(lay.activation) for lay in self.layers[:-1]]
         if self.layers[-1].linear.out_features != 1:
             raise UnsupportedModelError("the PDE is scalar: the model must have one output")
-        check_data(self.layers, interior, source)
-        check_data(self.layers, boundary, boundary_values)
+        check_data(self.layers, interior, source, ("interior", "source"))
+        check_data(self.layers, boundary, boundary_values, ("boundary", "boundary_values"))
+        check_values("velocity", velocity)
         if velocity.shape != interior.shape:
             raise UnsupportedModelError(
                 f"velocity must have the interior's shape {tuple(interior.shape)}, got "
                 f"{tuple(velocity.shape)}")
-        if weights != "adaptive" and not (isinstance(weights, (int, float)) and weights > 0):
-            raise ValueError(f"weights must be 'adaptive' or a positive number, got {weights!r}")
+        weights = check_weights(weights)
         if norm not in ("fro", "spectral"):
             raise ValueError(f"norm must be 'fro' or 'spectral', got {norm!r}")
         self.model = model
         self.weights_mode, self.norm, self.weight_grad = weights, norm, weight_grad
-        self.boundary_weight = float(boundary_weight)
+        self.boundary_weight = check_positive("boundary_weight", boundary_weight)
         for name, t in (("interior", interior), ("velocity", velocity), ("source", source),
                         ("boundary", boundary), ("boundary_values", boundary_values)):
             self.register_buffer(name, t)
@@ -182,7 +187,7 @@ class FirstOrderPINNLoss(nn.Module):
 
     def forward(self, weights: str | float | None = None) -> torch.Tensor:
         """J = J_interior + lambda * J_boundary with this object's weights (or ``weights``)."""
-        weights = self.weights_mode if weights is None else weights
+        weights = self.weights_mode if weights is None else check_weights(weights)
         r, q, rho, wv = self.interior_residuals()
         omega_b, w_q, w_r = self._weights(wv, weights)
         j_int = rho.square().sum(dim=1)
