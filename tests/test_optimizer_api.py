@@ -3,6 +3,9 @@ complex params, closures."""
 
 from __future__ import annotations
 
+import inspect
+
+import pytest
 import torch
 from oracle import OracleParam, oracle_step
 from trajectory import assert_close, make_grads, make_params
@@ -125,3 +128,47 @@ def test_closure_is_called_and_its_loss_returned(backend, device):
     loss = optimizer.step(closure)
     assert torch.equal(loss.detach(), expected)
     assert_close(p, (1 - 0.2) * make_params([(4,)], torch.float32, device)[0], TIGHT, "closure")
+
+
+def test_sgd_implementation_flags_map_or_refuse():
+    """Code written for torch.optim.SGD passes foreach=, fused=, differentiable=: each maps to
+    a backend or is refused with a message saying what to use, never a bare TypeError."""
+    params = [torch.nn.Parameter(torch.randn(3))]
+    assert TMSGD(params, foreach=True).param_groups[0]["backend"] == "torch"
+    assert TMSGD(params, fused=False).param_groups[0]["backend"] == "torch"
+    assert TMSGD(params, foreach=None, fused=None, differentiable=False).param_groups[0][
+        "backend"] == "auto"
+    with pytest.raises(ValueError, match="differentiable=True"):
+        TMSGD(params, differentiable=True)
+    with pytest.raises(ValueError, match="foreach=False"):
+        TMSGD(params, foreach=False)
+    with pytest.raises(ValueError, match="cannot both be True"):
+        TMSGD(params, foreach=True, fused=True)
+    with pytest.raises(ValueError, match="selects the torch backend"):
+        TMSGD(params, foreach=True, backend="cpu")
+    with pytest.raises(ValueError, match="needs a fused backend"):
+        TMSGD(params, fused=True, backend="torch")
+
+
+def test_fused_true_runs_a_fused_kernel_or_says_none_can(monkeypatch):
+    from tmsgd_kernels import implementations, native_extension
+
+    params = [torch.nn.Parameter(torch.randn(3))]
+    if implementations.unavailable_reason("cpu", "cpu") is None:
+        optimizer = TMSGD(params, lr=0.1, fused=True)
+        params[0].grad = torch.ones(3)
+        before = params[0].detach().clone()
+        optimizer.step()
+        torch.testing.assert_close(params[0], before - 0.1, rtol=0, atol=1e-7)
+    monkeypatch.setattr(native_extension, "load_error", "the test says it is not built")
+    monkeypatch.setattr(implementations, "_warned_fallback", {"cpu"})
+    with pytest.raises(RuntimeError, match="no fused TM-SGD kernel can run on cpu"):
+        TMSGD(params, fused=True)
+
+
+def test_help_documents_every_argument():
+    doc = TMSGD.__doc__
+    for argument in inspect.signature(TMSGD.__init__).parameters:
+        if argument != "self":
+            assert f"    {argument}:" in doc, argument
+    assert "lr * L < 1" in doc

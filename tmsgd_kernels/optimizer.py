@@ -1,6 +1,6 @@
 """TMSGD: the torch.optim.Optimizer front end. It validates, keeps the per-param state of
-docs/DESIGN.md section 3, and hands each run of tensors to one backend call; the math lives in
-the backends."""
+docs/DESIGN.md section 3, and hands each run of tensors to one `functional.tmsgd` call; the
+math lives in the implementations behind it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch.optim import Optimizer
 
-from . import step_plan
+from . import sgd_flags, step_plan
 from .checkpoint_state_init import is_checkpoint_state_init
 from .coefficients import PAPER_COEFFICIENTS
 from .functional import tmsgd
@@ -24,15 +24,56 @@ from .validation import validate_gradient, validate_hyperparameters
 
 
 class TMSGD(Optimizer):
-    """Taylor multi-step SGD (Ma et al.): W[k+1] = a0 W[k] + a1 W[k-1] + a2 W[k-2] - lr u[k],
-    computed in delta form, with SGD's momentum, dampening, weight decay, nesterov and maximize
-    defining the direction u, and `switch_step` plain-SGD warm-up steps first.
+    r"""Taylor multi-step SGD (Ma, Sun and Gao, "Enhancing Deep Learning with Optimized Gradient
+    Descent", eq. 8): a drop-in for torch.optim.SGD whose update uses the last three iterates,
 
-    With `capturable=True` the step counts live on the params' device, the kernels read them
-    there (a step can be captured in a CUDA graph), and the kernels also unscale gradients and
-    skip a step with an inf/nan themselves when GradScaler drives the step
-    (`_step_supports_amp_scaling`); with the default `capturable=False` GradScaler unscales and
-    skips as it does for torch.optim.SGD, so clipping after `scaler.unscale_` works as usual.
+        W[k+1] = a0 W[k] + a1 W[k-1] + a2 W[k-2] - lr * u[k],
+
+    computed in delta form (docs/DESIGN.md section 1), where `u` is the direction torch.optim.SGD
+    would step along (gradient, weight decay, momentum, nesterov, maximize, as SGD defines them).
+
+    Stability: with the paper's coefficients the largest stable step on a quadratic of curvature
+    L is lr * L < 1, half of plain SGD's lr * L < 2 (with momentum 0.9: 0.50 against SGD-M's
+    3.8). A learning rate tuned for SGD near its limit can diverge under TMSGD: start from about
+    half of it.
+
+    Args:
+        params: params to optimize, or dicts defining param groups (any argument below may be
+            set per group).
+        lr: learning rate, a float or a one-element tensor (default 1e-3).
+        momentum: momentum factor of the direction, as torch.optim.SGD's (default 0). TM-SGD-M
+            uses it together with the multi-step history.
+        dampening: dampening for momentum, as SGD's (default 0).
+        weight_decay: L2 penalty added to the gradient, as SGD's (default 0).
+        nesterov: Nesterov momentum, as SGD's (needs momentum > 0 and dampening 0).
+        maximize: maximize the objective instead of minimizing it.
+        coefficients: the paper-form coefficients (a0, a1, a2), default (1.5, -1.0, 0.5). They
+            must sum to 1 and be zero-stable (both roots of z^2 - (a0 - 1) z - (a0 + a1 - 1)
+            in the unit disk; checked, ValueError otherwise). (1, 0, 0) is plain SGD and
+            (1 + m, -m, 0) is SGD with heavy-ball momentum m.
+        switch_step: warm-up length: a param whose own step count is below it takes plain SGD
+            steps (d = -lr * u, the history written but not read). A param's count is the number
+            of steps it was actually stepped: steps where its gradient was None, and steps
+            skipped by GradScaler for an inf/nan, do not count (default 0: no warm-up).
+        backend: which implementation steps the params: "auto" (default: cuda, then triton on
+            CUDA devices, cpu, then the pure-PyTorch "torch" step), or one of "cuda", "triton",
+            "cpu", "torch"; a named backend that cannot run raises with the reason.
+            `tmsgd_kernels.available_backends(device)` lists what runs.
+        history_dtype: dtype of the two history slots: None (the param's dtype), torch.float32,
+            torch.float64, torch.bfloat16 or torch.float16. A bf16 history halves its memory
+            and traffic at a small, measured cost (README).
+        capturable: keep step counts on the params' device so a step can be captured in a CUDA
+            graph; the kernels then also unscale gradients and skip inf/nan steps themselves
+            when GradScaler drives the step. With the default False, GradScaler unscales and
+            skips as it does for torch.optim.SGD (clipping after `scaler.unscale_` works).
+        foreach: as torch.optim.SGD's flag: True selects the torch backend (its eager step is
+            torch._foreach_* ops); False is refused (no per-tensor loop exists); None: unset.
+        fused: as torch.optim.SGD's flag: True requires a fused kernel (auto never falls back
+            to the torch step; an error where none runs); False selects the torch backend.
+        differentiable: only False is accepted: the step runs in place outside autograd.
+
+    State per param (saved by `state_dict()`): `step`, `delta_even`, `delta_odd` and, once
+    momentum was on, `momentum_buffer` (docs/DESIGN.md section 3).
     """
 
     def __init__(
@@ -49,7 +90,13 @@ class TMSGD(Optimizer):
         backend: str = "auto",
         history_dtype: torch.dtype | None = None,
         capturable: bool = False,
+        *,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        differentiable: bool = False,
     ) -> None:
+        backend = sgd_flags.backend_for(backend, foreach, fused, differentiable)
+        self._fused_required = bool(fused)
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -80,7 +127,9 @@ class TMSGD(Optimizer):
         try:
             validate_hyperparameters(group)
             for device in {p.device for p in group["params"]}:
-                choose(group["backend"], device)
+                chosen = choose(group["backend"], device)
+                if self._fused_required:
+                    sgd_flags.check_fused(chosen, device)
         except Exception:
             self.param_groups.pop()
             raise
@@ -88,6 +137,7 @@ class TMSGD(Optimizer):
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
+        self.__dict__.setdefault("_fused_required", False)  # pickles from before the flag
         self._plans = {}
         self._group_numbers = {}
         self._parities = {}
