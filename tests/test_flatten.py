@@ -13,7 +13,8 @@ import pytest
 import torch
 from lifecycle_helpers import IDENTITY, SgdDrift, assert_within
 
-from tmsgd_kernels import TMSGD, backends, flatten, flatten_parameters
+import tmsgd_kernels.optimizer as optimizer_module
+from tmsgd_kernels import TMSGD, flatten, flatten_parameters
 
 OPTIONS = dict(lr=0.05, momentum=0.9, switch_step=1)
 LR = 0.05
@@ -34,18 +35,17 @@ def _train(model, optimizer, steps: int, set_to_none: bool = True) -> None:
 
 
 @pytest.fixture
-def call_sizes(backend, monkeypatch):
-    """How many tensors each backend call got (1: the run was stepped as one range)."""
+def call_sizes(monkeypatch):
+    """How many tensors each step call (one per run) got (1: the run was stepped as one
+    range)."""
     sizes = []
-    TMSGD([torch.nn.Parameter(torch.zeros(1))], backend=backend)  # loads the backend module
-    module = backends.MODULES[backend]
-    original = module.step
+    original = optimizer_module.tmsgd
 
     def spy(params, *args, **kwargs):
         sizes.append(len(params))
         return original(params, *args, **kwargs)
 
-    monkeypatch.setattr(module, "step", spy)
+    monkeypatch.setattr(optimizer_module, "tmsgd", spy)
     return sizes
 
 
