@@ -98,10 +98,12 @@ def update_elements(
 @triton.jit
 def update_block(
     param_ptr, grad_ptr, d1_ptr, d2_ptr, momentum_ptr, n, count,
-    lr, lr_ptr, grad_scale_ptr, found_inf_ptr, b1, b2, momentum, gain, weight_decay, switch_step,
+    lr, lr_tensor_ptr, grad_scale, grad_scale_ptr, found_inf_ptr, b1, b2, momentum, gain,
+    weight_decay, switch_step,
     HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
     HAS_WEIGHT_DECAY: tl.constexpr, LR_ON_DEVICE: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
-    HAS_FOUND_INF: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
+    GRAD_SCALE_ON_DEVICE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, COMPUTE: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     """Step elements [0, min(n, BLOCK)) from the given pointers, for a tensor that has taken
     `count` steps."""
@@ -117,14 +119,16 @@ def update_block(
     multistep = counts >= switch_step
 
     # Hyperparameters arrive as fp64 scalars (see the kernels' annotations): tl.full turns them
-    # into COMPUTE scalars without a detour through fp32.
+    # into COMPUTE scalars without a detour through fp32. lr and grad_scale are read from the
+    # device instead when they live there (kernel_scalars.py).
     if LR_ON_DEVICE:
-        lr_c = widen(tl.load(lr_ptr), COMPUTE)
+        lr_c = widen(tl.load(lr_tensor_ptr), COMPUTE)
     else:
         lr_c = tl.full([], lr, COMPUTE)
-    grad_scale = tl.full([], 1.0, COMPUTE)
-    if HAS_GRAD_SCALE:
-        grad_scale = widen(tl.load(grad_scale_ptr), COMPUTE)
+    if GRAD_SCALE_ON_DEVICE:
+        grad_scale_c = widen(tl.load(grad_scale_ptr), COMPUTE)
+    else:
+        grad_scale_c = tl.full([], grad_scale, COMPUTE)
     b1_c = tl.full([], b1, COMPUTE)
     b2_c = tl.full([], b2, COMPUTE)
     momentum_c = tl.full([], momentum, COMPUTE)
@@ -135,14 +139,14 @@ def update_block(
     if n >= BLOCK:
         update_elements(
             param_ptr + offsets, grad_ptr + offsets, d1_ptr + offsets, d2_ptr + offsets,
-            momentum_ptr + offsets, offsets < n, later, multistep, lr_c, grad_scale,
+            momentum_ptr + offsets, offsets < n, later, multistep, lr_c, grad_scale_c,
             b1_c, b2_c, momentum_c, gain_c, weight_decay_c,
             HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY, HAS_GRAD_SCALE, COMPUTE, True,
         )
     else:
         update_elements(
             param_ptr + offsets, grad_ptr + offsets, d1_ptr + offsets, d2_ptr + offsets,
-            momentum_ptr + offsets, offsets < n, later, multistep, lr_c, grad_scale,
+            momentum_ptr + offsets, offsets < n, later, multistep, lr_c, grad_scale_c,
             b1_c, b2_c, momentum_c, gain_c, weight_decay_c,
             HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY, HAS_GRAD_SCALE, COMPUTE, False,
         )

@@ -1,10 +1,16 @@
-"""What one call's tensors look like to the kernels, found once per set of addresses.
+"""What one call's tensors look like to the kernels, found once per set of tensors.
 
-A Layout is either flat (every list lies back to back in one storage: one range per list, no
-table) or a pointer table. It is cached, bounded, under a key of everything its content depends
-on: each tensor's address and numel, the dtypes and device (which fix the block size), and where
-the counts are. A hit is therefore always correct, even when a freed tensor's address is reused,
-and the per-tensor checks run only when a layout is built.
+A Layout is either flat (every list lies back to back in memory: one range per list, no table)
+or a pointer table. It is cached, bounded, under a key of everything its content and the checks
+that let it be built depend on: each tensor's address, shape, strides and dtype (so a tensor
+replaced by one of another layout or dtype at a freed tensor's address is a miss, as is a
+gradient re-viewed in another order), the device, where the counts are, and, when the kernels
+read the counts, theirs too. The key is built by C-level maps over the tensors, with no Python
+frame per tensor; the per-tensor checks run only when a layout is built.
+
+The key holds no tensor's device: every address names one device (CUDA's unified address space
+gives the GPUs and the host disjoint ranges), so the addresses stand for them; an empty tensor
+may have address 0 anywhere, but the kernels never touch its memory.
 
 The key also holds the current CUDA stream: a table is filled and used on the stream it was
 built on, so its copy is ordered before every kernel that reads it, and when it is evicted the
@@ -17,13 +23,13 @@ new tensors every step, and caching them would only evict the layouts that are r
 
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
 from dataclasses import dataclass
 from itertools import chain
 
 import torch
 
-from ..flatten import one_range
 from . import pointer_table
 from .launch_rule import flat_config, table_config
 from .tensor_checks import check_tensors, in_param_layout
@@ -32,7 +38,11 @@ from .tensor_lists import TensorLists
 # Enough for every run of tensors of a large model plus a few generations of moved grads.
 CACHE_SIZE = 64
 
+# Unbound accessors, mapped over the tensors at C level (this runs every step).
 _data_ptr = torch.Tensor.data_ptr
+_stride = torch.Tensor.stride
+_shape = operator.attrgetter("shape")
+_dtype = operator.attrgetter("dtype")
 _numel = torch.Tensor.numel
 
 
@@ -49,13 +59,25 @@ _cache: OrderedDict[tuple, Layout] = OrderedDict()
 _stats = {"hits": 0, "builds": 0, "tables": 0}
 
 
+def _back_to_back(tensors: list[torch.Tensor]) -> bool:
+    """Whether the tensors with elements lie end to end in memory, in list order. Each is dense
+    (checked), so together they are one range, which the flat kernel walks from the first; a
+    param and its other tensors share strides, so they map element for element."""
+    end = None
+    for tensor in tensors:
+        if tensor.numel():
+            if end is not None and tensor.data_ptr() != end:
+                return False
+            end = tensor.data_ptr() + tensor.numel() * tensor.element_size()
+    return end is not None
+
+
 def _build(lists: TensorLists, counts_on_device: bool) -> Layout:
     numels = list(map(_numel, lists.params))
     total = sum(numels)
     device = lists.params[0].device
     first = next((i for i, n in enumerate(numels) if n), 0)
-    flat = (not counts_on_device and total > 0
-            and all(one_range(tensors) is not None for tensors in lists.streams()))
+    flat = not counts_on_device and all(map(_back_to_back, lists.streams()))
     if flat:
         block, warps = flat_config(total, device)
         return Layout(block, warps, total, first, None)
@@ -65,18 +87,22 @@ def _build(lists: TensorLists, counts_on_device: bool) -> Layout:
     return Layout(block, warps, total, first, table)
 
 
+def _key(lists: TensorLists, counts_on_device: bool, device: torch.device) -> tuple:
+    tensors = list(chain(*lists.streams(), lists.steps if counts_on_device else ()))
+    # The raw handle (an int) of the current stream: no Stream object per step.
+    stream = torch._C._cuda_getCurrentRawStream(device.index) if device.type == "cuda" else None
+    # The number of params and whether there are buffers fix which list each tensor is from.
+    return (counts_on_device, device, stream, len(lists.params), bool(lists.momentum_buffers),
+            tuple(map(_data_ptr, tensors)), tuple(map(_shape, tensors)),
+            tuple(map(_stride, tensors)), tuple(map(_dtype, tensors)))
+
+
 def lookup(lists: TensorLists, counts_on_device: bool) -> tuple[Layout, TensorLists]:
     """The layout of `lists`, and the lists it describes (grads copied into their params'
     layout where their strides differ)."""
     params = lists.params
-    # map over unbound methods: no Python frame per tensor (this runs every step).
-    addressed = chain(*lists.streams(), lists.steps if counts_on_device else ())
     device = params[0].device
-    # The raw handle (an int) of the current stream: no Stream object per step.
-    stream = torch._C._cuda_getCurrentRawStream(device.index) if device.type == "cuda" else None
-    key = (counts_on_device, device, stream, params[0].dtype, lists.delta_even[0].dtype,
-           bool(lists.momentum_buffers), tuple(map(_numel, params)),
-           tuple(map(_data_ptr, addressed)))
+    key = _key(lists, counts_on_device, device)
     found = _cache.get(key)
     if found is not None:
         _cache.move_to_end(key)

@@ -1,5 +1,6 @@
-"""The Triton implementation of the op tmsgd_kernels::tmsgd_step_triton (schema, fake kernel and
-version-counter rule: tmsgd_kernels/ops.py), registered for CUDA and, for the interpreter, CPU.
+"""The Triton implementation of the op tmsgd_kernels::tmsgd_step_triton: `tmsgd_step_triton`,
+which tmsgd_kernels/ops.py registers (schema from tmsgd_kernels/step_contract.py, fake kernel and
+version-counter rule there) for CUDA and, for the interpreter, CPU.
 
 Where the counts live picks the path:
 
@@ -10,7 +11,9 @@ host     counts on the CPU (capturable=False). They are read on the host with on
          host too (one .item()), and a skipped step launches nothing.
 device   counts on the params' device (capturable=True): every program reads its own tensor's
          count through the pointer table, and a second launch advances them all unless
-         found_inf, read on the device, is non-zero. Nothing is read on the host.
+         found_inf, read on the device, is non-zero. Nothing is read on the host, except the
+         one-element tensors (lr_tensor, grad_scale, found_inf) that are on the CPU: reading
+         those costs no synchronization (the CUDA op reads them there too).
 """
 
 from __future__ import annotations
@@ -19,12 +22,12 @@ import contextlib
 
 import torch
 
-from .. import ops
-from ..step_scalars import StepScalars
+from tmsgd_kernels.step_contract import StepScalars
+
 from . import layout
 from .count_kernel import launch_advance_counts
 from .flat_kernel import launch_flat
-from .kernel_arguments import KernelArguments, kernel_arguments
+from .kernel_scalars import KernelScalars, kernel_scalars
 from .table_kernel import launch_table
 from .tensor_checks import check_call, check_host_counts
 from .tensor_lists import TensorLists
@@ -37,8 +40,7 @@ def _device_guard(device: torch.device):
     return contextlib.nullcontext()
 
 
-def _launch(found: layout.Layout, lists: TensorLists, count: int, args: KernelArguments
-            ) -> None:
+def launch(found: layout.Layout, lists: TensorLists, count: int, args: KernelScalars) -> None:
     """One launch for tensors whose counts all fall in the class of `count`."""
     if found.table is None:
         launch_flat(lists, found.first, found.numel, found.block, found.warps, count, args)
@@ -64,9 +66,10 @@ def _step_host_counts(lists: TensorLists, scalars: StepScalars, grad_scale, foun
     counts = _read_host_counts(lists.steps)
     if found_inf is not None and found_inf.item() != 0:
         return
-    args = kernel_arguments(scalars, grad_scale, None, lists.params)
+    params = lists.params
+    args = kernel_scalars(scalars, grad_scale, None, params[0], params[0].device)
     if counts.count(counts[0]) == len(counts):  # the usual case: one count, one launch
-        _launch(found, stepped, counts[0], args)
+        launch(found, stepped, counts[0], args)
     else:
         classes: dict[tuple, list[int]] = {}
         first_matters = scalars.momentum != 0
@@ -75,7 +78,7 @@ def _step_host_counts(lists: TensorLists, scalars: StepScalars, grad_scale, foun
             classes.setdefault(key, []).append(index)
         for indices in classes.values():
             # Subsets of the lists as given: each has a layout (and cache entry) of its own.
-            _launch(*layout.lookup(lists.subset(indices), counts_on_device=False),
+            launch(*layout.lookup(lists.subset(indices), counts_on_device=False),
                     counts[indices[0]], args)
     torch._foreach_add_(lists.steps, 1)
 
@@ -87,7 +90,8 @@ def _step_device_counts(lists: TensorLists, scalars: StepScalars, grad_scale, fo
         if found_inf.item() != 0:
             return
         found_inf = None
-    args = kernel_arguments(scalars, grad_scale, found_inf, lists.params)
+    params = lists.params
+    args = kernel_scalars(scalars, grad_scale, found_inf, params[0], params[0].device)
     launch_table(found.table, lists, found.block, found.warps, 0, True, args)
     launch_advance_counts(found.table, found_inf)
 
@@ -104,14 +108,17 @@ def run(lists: TensorLists, scalars: StepScalars, grad_scale: torch.Tensor | Non
         path(lists, scalars, grad_scale, found_inf)
 
 
-def tmsgd_step_triton(params, grads, delta_even, delta_odd, momentum_buffers, steps, lr,
-                      lr_tensor, b1, b2, momentum, dampening, weight_decay, nesterov, maximize,
-                      switch_step, grad_scale, found_inf) -> None:
-    scalars = StepScalars(lr if lr_tensor is None else lr_tensor, b1, b2, momentum, dampening,
-                          weight_decay, nesterov, maximize, switch_step)
+def tmsgd_step_triton(params: list[torch.Tensor], grads: list[torch.Tensor],
+                      delta_even: list[torch.Tensor], delta_odd: list[torch.Tensor],
+                      momentum_buffers: list[torch.Tensor], steps: list[torch.Tensor], lr: float,
+                      lr_tensor: torch.Tensor | None, b1: float, b2: float, momentum: float,
+                      dampening: float, weight_decay: float, nesterov: bool, maximize: bool,
+                      switch_step: int, grad_scale: torch.Tensor | None,
+                      found_inf: torch.Tensor | None) -> None:
+    """The op's implementation, with the op's arguments (tmsgd_kernels/step_contract.py)."""
+    scalars = StepScalars(lr=lr, lr_tensor=lr_tensor, b1=b1, b2=b2, momentum=momentum,
+                          dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                          maximize=maximize, switch_step=switch_step)
     lists = TensorLists(params, grads, delta_even, delta_odd, momentum_buffers, steps)
     counts_on_device = bool(steps) and steps[0].device.type != "cpu"
     run(lists, scalars, grad_scale, found_inf, counts_on_device)
-
-
-ops.register_triton_kernel(tmsgd_step_triton)

@@ -10,7 +10,7 @@ import triton.language as tl
 
 from . import pointer_table as pt
 from .element_update import update_block
-from .kernel_arguments import KernelArguments
+from .kernel_scalars import KernelScalars
 from .launch_rule import COMPILE_OPTIONS
 from .tensor_lists import TensorLists
 
@@ -43,12 +43,13 @@ def _address(row, field, DTYPE: tl.constexpr, ALIGNED: tl.constexpr):
 @triton.jit(do_not_specialize=["map_start", "count", "switch_step"])
 def tmsgd_table_kernel(
     table_ptr, map_start, count,
-    lr: tl.float64, lr_ptr, grad_scale_ptr, found_inf_ptr,
+    lr: tl.float64, lr_tensor_ptr, grad_scale: tl.float64, grad_scale_ptr, found_inf_ptr,
     b1: tl.float64, b2: tl.float64, momentum: tl.float64, gain: tl.float64,
     weight_decay: tl.float64, switch_step,
     HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
     HAS_WEIGHT_DECAY: tl.constexpr, LR_ON_DEVICE: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
-    HAS_FOUND_INF: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
+    GRAD_SCALE_ON_DEVICE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, COMPUTE: tl.constexpr,
+    BLOCK: tl.constexpr,
     PARAM_DTYPE: tl.constexpr, HISTORY_DTYPE: tl.constexpr, COUNTS_ON_DEVICE: tl.constexpr,
     ALIGNED: tl.constexpr,
 ):
@@ -79,14 +80,14 @@ def tmsgd_table_kernel(
     update_block(
         param_ptr + start, grad_ptr + start, d1_ptr + start, d2_ptr + start,
         momentum_ptr + start, numel - start, count,
-        lr, lr_ptr, grad_scale_ptr, found_inf_ptr, b1, b2, momentum, gain, weight_decay,
-        switch_step, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY, LR_ON_DEVICE,
-        HAS_GRAD_SCALE, HAS_FOUND_INF, COMPUTE, BLOCK,
+        lr, lr_tensor_ptr, grad_scale, grad_scale_ptr, found_inf_ptr, b1, b2, momentum, gain,
+        weight_decay, switch_step, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY,
+        LR_ON_DEVICE, HAS_GRAD_SCALE, GRAD_SCALE_ON_DEVICE, HAS_FOUND_INF, COMPUTE, BLOCK,
     )
 
 
 def launch_table(table: pt.PointerTable, lists: TensorLists, block: int, warps: int, count: int,
-                 counts_on_device: bool, args: KernelArguments) -> None:
+                 counts_on_device: bool, args: KernelScalars) -> None:
     """Step every tensor of `lists` through `table`: with the counts read by each program from
     the device, or for tensors that have all taken `count` steps (or counts of its class). One
     launch for the blocks of aligned tensors, with the alignment hint, one for the others."""
@@ -95,7 +96,7 @@ def launch_table(table: pt.PointerTable, lists: TensorLists, block: int, warps: 
                               (table.blocks - table.aligned_blocks, False)):
         if programs:
             tmsgd_table_kernel[(programs,)](
-                table.table, map_start, count, *args.scalars, **args.flags,
+                table.table, map_start, count, *args.values, **args.flags,
                 BLOCK=block, PARAM_DTYPE=TRITON_DTYPES[lists.params[0].dtype],
                 HISTORY_DTYPE=TRITON_DTYPES[lists.delta_even[0].dtype],
                 COUNTS_ON_DEVICE=counts_on_device, ALIGNED=aligned, num_warps=warps,

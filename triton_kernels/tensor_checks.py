@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from ..overlap import dense_without_overlap
-from ..step_scalars import StepScalars
+from tmsgd_kernels.step_contract import StepScalars
+
 from .tensor_lists import TensorLists
 
 PARAM_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
@@ -20,14 +20,28 @@ def _describe(tensor: torch.Tensor) -> str:
             f"{tensor.device}")
 
 
-def _one_element(tensor: torch.Tensor | None, what: str, devices: tuple) -> None:
+def _one_element(tensor: torch.Tensor | None, what: str, device: torch.device,
+                 integers_allowed: bool) -> None:
+    """lr_tensor, grad_scale, found_inf: one element, on the params' device or the CPU (as the
+    C++ op requires: csrc/op_checks.h)."""
     if tensor is None:
         return
-    if tensor.numel() != 1:
-        raise ValueError(f"{what} must have one element, got shape {tuple(tensor.shape)}")
-    if tensor.device not in devices:
-        places = " or ".join(str(d) for d in dict.fromkeys(devices))
-        raise ValueError(f"{what} must be on {places}, not {tensor.device}")
+    real = tensor.is_floating_point() or (integers_allowed and not tensor.is_complex()
+                                          and tensor.dtype != torch.bool)
+    if tensor.numel() != 1 or not real:
+        kind = "real" if integers_allowed else "floating-point"
+        raise ValueError(f"{what} must be a one-element {kind} tensor, got shape "
+                         f"{tuple(tensor.shape)} {tensor.dtype}")
+    if tensor.device != device and tensor.device.type != "cpu":
+        raise ValueError(f"{what} is on {tensor.device}; it must be on the params' device "
+                         f"{device} or on the CPU")
+
+
+def dense_without_overlap(tensor: torch.Tensor) -> bool:
+    """Whether the elements fill one memory range exactly once, in any order of dimensions (as
+    channels_last does): with its dimensions ordered by stride it is contiguous."""
+    by_stride = sorted(range(tensor.dim()), key=tensor.stride, reverse=True)
+    return tensor.permute(by_stride).is_contiguous()
 
 
 def check_call(lists: TensorLists, scalars: StepScalars, grad_scale: torch.Tensor | None,
@@ -50,11 +64,10 @@ def check_call(lists: TensorLists, scalars: StepScalars, grad_scale: torch.Tenso
     if lists.delta_even[0].dtype not in HISTORY_DTYPES:
         raise TypeError(f"the triton backend keeps history in {HISTORY_DTYPES}, not "
                         f"{lists.delta_even[0].dtype}")
-    device, cpu = params[0].device, torch.device("cpu")
-    if isinstance(scalars.lr, torch.Tensor):
-        _one_element(scalars.lr, "a tensor lr", (device, cpu))
-    _one_element(grad_scale, "grad_scale", (device,))
-    _one_element(found_inf, "found_inf", (device, cpu))
+    device = params[0].device
+    _one_element(scalars.lr_tensor, "lr_tensor", device, integers_allowed=True)
+    _one_element(grad_scale, "grad_scale", device, integers_allowed=False)
+    _one_element(found_inf, "found_inf", device, integers_allowed=False)
 
 
 def _same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:

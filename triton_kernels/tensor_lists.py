@@ -1,24 +1,22 @@
 """The op's six lists of tensors, kept together so that a subset or a replaced list moves all of
-them at once."""
+them at once. Their names and order are the contract's (tmsgd_kernels/step_contract.py)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import namedtuple
 
-import torch
+from tmsgd_kernels.step_contract import TENSOR_LISTS
+
+# params, grads, delta_even, delta_odd, momentum_buffers (empty without momentum), steps.
+_Lists = namedtuple("_Lists", [name for name, _ in TENSOR_LISTS])
 
 
-class TensorLists(NamedTuple):
-    params: list[torch.Tensor]
-    grads: list[torch.Tensor]
-    delta_even: list[torch.Tensor]
-    delta_odd: list[torch.Tensor]
-    momentum_buffers: list[torch.Tensor]  # empty without momentum
-    steps: list[torch.Tensor]
+class TensorLists(_Lists):
+    __slots__ = ()
 
     def subset(self, indices: list[int]) -> TensorLists:
         return TensorLists(*([tensors[i] for i in indices] if tensors else [] for tensors in self))
 
-    def streams(self) -> tuple[list[torch.Tensor], ...]:
+    def streams(self) -> tuple[list, ...]:
         """The lists the update reads and writes element by element (not the counts)."""
         return self[:5] if self.momentum_buffers else self[:4]
