@@ -1,6 +1,7 @@
 """Saving and loading the state model: bit-exact resume (state_dict, torch.save, deepcopy,
 pickle), checkpoints of torch.optim.SGD and of TMSGD version 1, older group keys, dtypes kept,
-hooks, and bad checkpoints refused before anything changes."""
+hooks, and bad checkpoints refused before anything changes (the full table of corruptions is
+tests/test_corrupt_checkpoints.py)."""
 
 from __future__ import annotations
 
@@ -320,40 +321,17 @@ def _set(path, value):
         target = checkpoint
         for key in parents:
             target = target[key]
-        target[last] = value(target) if callable(value) else value
+        target[last] = value
     return corrupt
 
 
-def _delete(path):
-    def corrupt(checkpoint):
-        *parents, last = path
-        target = checkpoint
-        for key in parents:
-            target = target[key]
-        del target[last]
-    return corrupt
-
-
+# One defect of each part (a state tensor, a count, a group): the full table of corruptions,
+# each naming its key, is tests/test_corrupt_checkpoints.py; here the refused load must also
+# leave the next steps, on every backend, those of a twin that never saw it.
 BAD = {
     "wrong shape": (_set(("state", 1, "delta_even"), torch.zeros(4, 2)), "shape"),
-    "wrong buffer shape": (_set(("state", 2, "momentum_buffer"), torch.zeros(6)), "shape"),
-    "unknown key": (_set(("state", 0, "exp_avg"), torch.zeros(3)), "keys"),
-    "missing key": (_delete(("state", 2, "delta_odd")), "keys"),
-    "integer history": (_set(("state", 0, "delta_odd"), torch.zeros(3, dtype=torch.int32)),
-                        "floating point"),
     "negative count": (_set(("state", 2, "step"), torch.tensor(-1)), "step"),
-    "state of no param": (_set(("state", 7), {}), "no parameter group"),
-    "too few groups": (_delete(("param_groups", 1)), "groups"),
-    "extra group": (lambda checkpoint: checkpoint["param_groups"].append(
-        {**checkpoint["param_groups"][1], "params": []}), "groups"),
-    "too few params": (_set(("param_groups", 0, "params"), lambda group: group["params"][:1]),
-                       "params"),
     "invalid momentum": (_set(("param_groups", 1, "momentum"), -0.5), "momentum"),
-    "inconsistent coefficients": (_set(("param_groups", 1, "coefficients"), (2.0, 0.0, 0.0)),
-                                  "sum to 1"),
-    "nan lr": (_set(("param_groups", 0, "lr"), float("nan")), "lr"),
-    "switch_step beyond int64": (_set(("param_groups", 1, "switch_step"), 2**63),
-                                 "switch_step"),
 }
 
 
