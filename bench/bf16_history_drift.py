@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from timing import machine  # noqa: E402
+from machine import machine  # noqa: E402
 
 from tmsgd_kernels import TMSGD  # noqa: E402
 from tmsgd_kernels.implementations import choose  # noqa: E402

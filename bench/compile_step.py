@@ -34,7 +34,7 @@ from torch.utils import benchmark
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cases import resnet50_shapes  # noqa: E402
-from timing import machine  # noqa: E402
+from machine import machine  # noqa: E402
 
 from tmsgd_kernels import TMSGD  # noqa: E402
 

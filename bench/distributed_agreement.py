@@ -30,7 +30,7 @@ from distributed_workers import (  # noqa: E402
     single_process_run,
     zero_train_and_resume,
 )
-from timing import machine  # noqa: E402
+from machine import machine  # noqa: E402
 
 from tmsgd_kernels.implementations import unavailable_reason  # noqa: E402
 

@@ -21,7 +21,7 @@ import torch
 from torch.utils import benchmark
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import machine  # noqa: E402
+from machine import machine  # noqa: E402
 
 from tmsgd_kernels import TMSGD  # noqa: E402
 from tmsgd_kernels.implementations import unavailable_reason  # noqa: E402

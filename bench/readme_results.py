@@ -1,6 +1,7 @@
 """Write the README's speed figures from a report's JSON (bench/report.py), between the markers
 <!-- report:start --> and <!-- report:end -->, so that every number there names its machine and
-its peers measured in the same run.
+its peers measured in the same run. A result with a TM-SGD row faster than its run's streaming
+ceiling (bench/report_output.py's outside_bounds) is refused: its figures are not physical.
 
     python bench/readme_results.py [bench/results/report.json]
 """
@@ -11,7 +12,11 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from report_output import outside_bounds  # noqa: E402
+
+ROOT = HERE.parent
 START, END = "<!-- report:start -->", "<!-- report:end -->"
 PEERS = ("/sgd[fused]", "/sgd[foreach]", "/compile[fair]")
 
@@ -53,6 +58,13 @@ def main() -> None:
     source = (Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench/results/report.json"
               ).resolve()
     result = json.loads(source.read_text())
+    beyond = [r for r in result["rows"] if r["peer"].startswith("tmsgd") and outside_bounds(r)]
+    if beyond:
+        raise SystemExit(
+            f"{source}: {len(beyond)} TM-SGD rows are faster than the streaming ceiling of their "
+            "run (" + ", ".join(f"{r['case']} {r['config']} {r['peer']}: {r['of_ceiling']:.2f}"
+                                for r in beyond)
+            + "); the run was disturbed. Run it again on a quiet machine; README.md is unchanged")
     readme = ROOT / "README.md"
     text = readme.read_text()
     if START not in text or END not in text:

@@ -5,6 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+# A step cannot move its bytes faster than in-place streaming does (the ceiling); the two are
+# timed at different moments, so a tenth over it is allowed before a row counts as disturbed.
+BEYOND_CEILING = 1.10
+
+
+def outside_bounds(row: dict) -> bool:
+    """Whether a row of bench/report.py claims more bandwidth than the ceiling of its run allows
+    (for TM-SGD the same as a time below its byte floor)."""
+    return (row["peer"] != "ceiling" and row["of_ceiling"] is not None
+            and row["of_ceiling"] > BEYOND_CEILING)
+
 
 def _spread(r: dict) -> str:
     return f"{r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]"
@@ -12,6 +23,19 @@ def _spread(r: dict) -> str:
 
 def _optional(value: float | None, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
+
+
+def _bounds_note(result: dict) -> list[str]:
+    """The rows whose figures are not physical (bench/report.py: faster than the ceiling)."""
+    rows = [r for r in result["rows"] if r["outside_bounds"]]
+    if not rows:
+        return []
+    names = ", ".join(f"{r['case']} {r['config']} {r['peer']} ({r['of_ceiling']:.2f} of the "
+                      f"ceiling)" for r in rows)
+    return [f"!! {len(rows)} of {len(result['rows'])} timings are faster than the streaming "
+            f"ceiling measured in the same run (below the byte floor), which no step can be: "
+            f"the ceiling or these timings were disturbed; do not use their figures: {names}.",
+            ""]
 
 
 def table_lines(result: dict) -> list[str]:
@@ -36,7 +60,8 @@ def table_lines(result: dict) -> list[str]:
             lines.append(
                 f"| {r['peer']} | {r['median_ms']:.3f} ({r['iqr_ms']:.3f}){' !' * r['noisy']} "
                 f"| {r['gb_per_s']:.1f} "
-                f"| {_optional(r['of_ceiling'])} | {_optional(r['time_over_floor'])} | "
+                f"| {_optional(r['of_ceiling'])}{' !!' * r['outside_bounds']} "
+                f"| {_optional(r['time_over_floor'])} | "
                 + " | ".join(_spread(ratios[k]) if k in ratios else ""
                              for k in ("/sgd[fused]", "/sgd[foreach]", "/compile[fair]")) + " |")
         lines.append("")
@@ -44,11 +69,23 @@ def table_lines(result: dict) -> list[str]:
     if noisy:
         lines += [f"! {noisy} of {len(result['rows'])} timings have an IQR above a quarter of "
                   f"their median: the machine was busy; treat their ratios with care.", ""]
+    lines += _bounds_note(result)
     lines += ["**Optimizer state**, bytes per fp32 parameter element (measured after one step):",
               "", "| optimizer | bytes |", "|---|---|"]
     lines += [f"| {name} | {value:.2f} |"
               for name, value in result["state_bytes_per_element"].items()]
     return lines
+
+
+def bandwidth_series(rows: list[dict], peer: str) -> list[tuple[int, float, float, float]]:
+    """(elements, GB/s of the median, of the slowest and of the fastest round's median) of
+    `peer` at each buffer size, smallest first."""
+    series = []
+    for r in sorted((r for r in rows if r["peer"] == peer), key=lambda r: r["elements"]):
+        per_ms = r["bytes_per_element"] * r["elements"] / 1e6  # GB/s = this / ms
+        series.append((r["elements"], r["gb_per_s"], per_ms / max(r["round_medians_ms"]),
+                       per_ms / min(r["round_medians_ms"])))
+    return series
 
 
 def _plots(result: dict, stem: Path) -> list[Path]:
@@ -65,13 +102,23 @@ def _plots(result: dict, stem: Path) -> list[Path]:
     if flat:
         fig, ax = plt.subplots(figsize=(7.5, 4.5))
         for peer in dict.fromkeys(r["peer"] for r in flat):
-            points = sorted((r["elements"], r["gb_per_s"]) for r in flat if r["peer"] == peer)
+            series = bandwidth_series(flat, peer)
+            elements, median, low, high = zip(*series)
             style = dict(color="black", linestyle="--") if peer == "ceiling" else {}
-            ax.plot(*zip(*points), marker="o", label=peer, **style)
+            # The pooled median lies between the rounds' medians; max() only guards rounding.
+            ax.errorbar(elements, median, yerr=([max(0.0, m - lo) for m, lo in zip(median, low)],
+                                                [max(0.0, hi - m) for m, hi in zip(median, high)]),
+                        marker="o", capsize=3, label=peer, **style)
+        beyond = [r for r in flat if r["outside_bounds"]]
+        if beyond:
+            ax.scatter([r["elements"] for r in beyond], [r["gb_per_s"] for r in beyond],
+                       marker="x", s=120, color="red", zorder=5,
+                       label="faster than the ceiling: disturbed")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("fp32 elements in one buffer")
         ax.set_ylabel("GB/s moved (TM-SGD 24 B/element, SGD and ceiling 12)")
-        ax.set_title(f"One optimizer step, no momentum: {label}", fontsize=9)
+        ax.set_title(f"One optimizer step, no momentum: {label}\n(bars: range of the "
+                     f"{result['rounds']} rounds' medians)", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -90,11 +137,16 @@ def _plots(result: dict, stem: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(7.5, 4.5))
         width = 0.8 / len(peers)
         for number, peer in enumerate(peers):
-            values = [next((r["median_ms"] for r in rows if r["case"] == c and r["peer"] == peer),
-                           0.0) for c in present]
-            ax.bar([i + number * width for i in range(len(present))], values, width, label=peer)
+            found = {r["case"]: r for r in rows if r["peer"] == peer}
+            x = [i + number * width for i, c in enumerate(present) if c in found]
+            shown = [found[c] for c in present if c in found]
+            ax.bar(x, [r["median_ms"] for r in shown], width, label=peer)
+            # Each round's median as a dot: the spread the ratios are taken over.
+            ax.scatter([xi for xi, r in zip(x, shown) for _ in r["round_medians_ms"]],
+                       [t for r in shown for t in r["round_medians_ms"]],
+                       color="black", s=6, zorder=3)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(present))], present)
-        ax.set_ylabel("ms per step (median)")
+        ax.set_ylabel("ms per step (bars: median; dots: each round's median)")
         ax.set_title(f"{title}: {label}", fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()

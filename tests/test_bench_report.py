@@ -82,3 +82,99 @@ def test_model_cases_have_the_published_parameter_counts() -> None:
     moe = MODEL_CASES["moe-8x"]
     assert moe.elements == 4 * (8 * 512 + 8 * 2 * 2048 * 512)
     assert moe.stepped_elements == 4 * (8 * 512 + 2 * 2 * 2048 * 512)
+
+
+def _bench_module(name: str):
+    sys.path.insert(0, str(BENCH))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _row(peer: str, of_ceiling: float | None, rounds_ms: list[float], elements: int = 1 << 20,
+         bytes_per_element: int = 24) -> dict:
+    median = sorted(rounds_ms)[len(rounds_ms) // 2]
+    return {"case": "flat-1M", "tensors": 1, "elements": elements, "config": "plain, fp32 history",
+            "peer": peer, "median_ms": median, "iqr_ms": 0.1, "round_medians_ms": rounds_ms,
+            "noisy": False, "bytes_per_element": bytes_per_element,
+            "gb_per_s": bytes_per_element * elements / median / 1e6, "of_ceiling": of_ceiling,
+            "time_over_floor": None if of_ceiling is None else 1 / of_ceiling, "ratios": {}}
+
+
+def _result(rows: list[dict]) -> dict:
+    report_output = _bench_module("report_output")
+    return {"machine": {"cpu": "test cpu", "cores": 2, "torch_threads": 2, "gpu": None,
+                        "torch": "2.13.0", "triton": None},
+            "mode": "quick", "rounds": 3, "timer": "torch.utils.benchmark",
+            "rows": [r | {"outside_bounds": report_output.outside_bounds(r)} for r in rows],
+            "state_bytes_per_element": {"SGD + momentum": 4.0}}
+
+
+def test_rows_faster_than_the_ceiling_are_flagged(report) -> None:
+    report_output = _bench_module("report_output")
+    # The issue's busy-machine figures: 20.16 of the ceiling (floor ratio 0.05).
+    rows = [_row("tmsgd[cpu]", 20.16, [1.0, 1.1, 1.2]), _row("tmsgd[torch]", 1.05, [2.0] * 3),
+            _row("ceiling", 1.0, [1.0] * 3, bytes_per_element=12)]
+    result = _result(rows)
+    assert [r["outside_bounds"] for r in result["rows"]] == [True, False, False]
+    text = "\n".join(report_output.table_lines(result))
+    assert "| 20.16 !! |" in text and "| 1.05 |" in text
+    assert "!! 1 of 3 timings are faster than the streaming ceiling" in text
+    # A real run records the flag on every row, by the same rule.
+    for row in report["rows"]:
+        assert row["outside_bounds"] == report_output.outside_bounds(row)
+
+
+def test_readme_refuses_a_result_outside_the_bounds(tmp_path, monkeypatch) -> None:
+    readme_results = _bench_module("readme_results")
+    readme = tmp_path / "README.md"
+    original = f"head\n{readme_results.START}\nold\n{readme_results.END}\ntail\n"
+    readme.write_text(original)
+    monkeypatch.setattr(readme_results, "ROOT", tmp_path)
+    source = tmp_path / "report.json"
+    rows = [_row("tmsgd[cpu]", 1.5, [1.0] * 3), _row("ceiling", 1.0, [1.0] * 3, 12)]
+    source.write_text(json.dumps(_result(rows)))
+    monkeypatch.setattr(sys, "argv", ["readme_results.py", str(source)])
+    with pytest.raises(SystemExit, match="1 TM-SGD rows are faster than the streaming ceiling"):
+        readme_results.main()
+    assert readme.read_text() == original
+    # Within the bounds, the block is written between the markers.
+    source.write_text(json.dumps(_result([_row("tmsgd[cpu]", 0.9, [1.0] * 3)])))
+    readme_results.main()
+    assert "| flat-1M | plain, fp32 history | tmsgd[cpu] | 1.000 | 1.11 |" in readme.read_text()
+    assert readme.read_text().startswith("head\n") and readme.read_text().endswith("tail\n")
+
+
+def test_bandwidth_plot_spans_the_rounds_medians() -> None:
+    report_output = _bench_module("report_output")
+    # 24 B x 1M elements = 24 MB: 2 ms is 12 GB/s, 4 ms 6 GB/s, 3 ms 8 GB/s.
+    rows = [_row("tmsgd[cpu]", None, [2.0, 4.0, 3.0], elements=1_000_000),
+            _row("tmsgd[cpu]", None, [1.0, 1.0, 1.0], elements=250_000),
+            _row("sgd[fused]", None, [9.0, 9.0, 9.0])]
+    series = report_output.bandwidth_series(rows, "tmsgd[cpu]")
+    assert [point[0] for point in series] == [250_000, 1_000_000]
+    assert series[1] == pytest.approx((1_000_000, 8.0, 6.0, 12.0))
+    assert series[0] == pytest.approx((250_000, 6.0, 6.0, 6.0))
+
+
+def test_a_run_writes_locally_and_the_quick_run_spans_sizes() -> None:
+    """A run's results go to a folder git ignores unless --update-reference; the quick plan
+    times flat buffers of 64K to 16M elements for the bandwidth plot."""
+    script = ("import json, report; print(json.dumps({"
+              "'paths': [str(report.output_path(f, u)) for f in (False, True) "
+              "for u in (False, True)], "
+              "'flat': [c.name for c, config, _ in report.plan(False, False) "
+              "if c.name.startswith('flat-') and config == report.PLAIN]}))")
+    found = subprocess.run([sys.executable, "-c", script], cwd=BENCH, check=True, timeout=120,
+                           capture_output=True, text=True)
+    printed = json.loads(found.stdout.strip().splitlines()[-1])
+    results = BENCH / "results"
+    assert printed["paths"] == [str(results / "local" / "report.json"),
+                                str(results / "report.json"),
+                                str(results / "local" / "report_full.json"),
+                                str(results / "report_full.json")]
+    assert printed["flat"] == ["flat-64K", "flat-256K", "flat-1M", "flat-4M", "flat-16M"]
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(results / "local" / "report.json")],
+                             cwd=BENCH)
+    assert ignored.returncode == 0, "bench/results/local/ is not git-ignored"

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cases import gpt2_small_shapes, resnet50_shapes  # noqa: E402
-from timing import machine  # noqa: E402
+from machine import machine  # noqa: E402
 
 from tmsgd_kernels import TMSGD, native_extension  # noqa: E402
 from tmsgd_kernels.implementations import unavailable_reason  # noqa: E402

@@ -1,4 +1,4 @@
-"""The machine a benchmark ran on, for its result file."""
+"""The machine a benchmark ran on, for its result file (bench/measure.py does the timing)."""
 
 from __future__ import annotations
 
