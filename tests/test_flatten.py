@@ -21,16 +21,18 @@ LR = 0.05
 STEPS = 4
 
 
-def _model() -> torch.nn.Module:
+def _model(device: torch.device | str = "cpu") -> torch.nn.Module:
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(),
+                               torch.nn.Linear(7, 3)).to(device)
 
 
 def _train(model, optimizer, steps: int, set_to_none: bool = True) -> None:
     generator = torch.Generator().manual_seed(1)
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=set_to_none)
-        model(torch.randn(4, 5, generator=generator)).square().mean().backward()
+        x = torch.randn(4, 5, generator=generator).to(next(model.parameters()).device)
+        model(x).square().mean().backward()
         optimizer.step()
 
 
@@ -50,8 +52,8 @@ def call_sizes(monkeypatch):
 
 
 @pytest.mark.parametrize("set_to_none", [False, True])
-def test_flat_run_equals_tensor_by_tensor(backend, call_sizes, set_to_none):
-    flat_model, plain_model = _model(), _model()
+def test_flat_run_equals_tensor_by_tensor(backend, device, call_sizes, set_to_none):
+    flat_model, plain_model = _model(device), _model(device)
     buffers = flatten_parameters(flat_model)
     assert len(buffers) == 1 and buffers[0].numel() == sum(
         p.numel() for p in plain_model.parameters())
@@ -70,9 +72,9 @@ def test_flat_run_equals_tensor_by_tensor(backend, call_sizes, set_to_none):
             assert torch.equal(a[key], b[key]), key
 
 
-def test_module_changed_after_flattening_is_followed(backend, call_sizes):
+def test_module_changed_after_flattening_is_followed(backend, device, call_sizes):
     """A param given new data (or a new dtype) is stepped where it now is, never pulled back."""
-    flat_model, plain_model = _model(), _model()
+    flat_model, plain_model = _model(device), _model(device)
     flatten_parameters(flat_model)
     flat = TMSGD(flat_model.parameters(), backend=backend, **OPTIONS)
     plain = TMSGD(plain_model.parameters(), backend=backend, **OPTIONS)
@@ -89,11 +91,11 @@ def test_module_changed_after_flattening_is_followed(backend, call_sizes):
         assert torch.equal(a, b)
 
 
-def test_tied_weights_stay_tied_and_are_stepped_once(backend):
+def test_tied_weights_stay_tied_and_are_stepped_once(backend, device):
     embedding = torch.nn.Embedding(6, 4)
     head = torch.nn.Linear(4, 6, bias=False)
     head.weight = embedding.weight
-    model = torch.nn.ModuleList([embedding, head])
+    model = torch.nn.ModuleList([embedding, head]).to(device)
     reference = copy.deepcopy(model)
     flatten_parameters(model)
     assert model[0].weight is model[1].weight
@@ -101,21 +103,21 @@ def test_tied_weights_stay_tied_and_are_stepped_once(backend):
     expected = TMSGD(reference.parameters(), backend=backend, lr=0.1)
     for m, opt in ((model, optimizer), (reference, expected)):
         opt.zero_grad()
-        m[1](m[0](torch.tensor([1, 2, 3]))).sum().backward()
+        m[1](m[0](torch.tensor([1, 2, 3], device=device))).sum().backward()
         opt.step()
     assert torch.equal(model[0].weight, reference[0].weight)
 
 
-def test_compiled_step_of_a_flattened_module(backend):
+def test_compiled_step_of_a_flattened_module(backend, device):
     """torch.compile(fullgraph=True) traces the step of a flattened module (tensor by tensor)."""
-    flat_model, plain_model = _model(), _model()
+    flat_model, plain_model = _model(device), _model(device)
     flatten_parameters(flat_model)
     flat = TMSGD(flat_model.parameters(), backend=backend, **OPTIONS)
     plain = TMSGD(plain_model.parameters(), backend=backend, **OPTIONS)
     compiled = torch.compile(flat.step, fullgraph=True, backend="eager")
     generator = torch.Generator().manual_seed(1)
     for _ in range(3):
-        x = torch.randn(4, 5, generator=generator)
+        x = torch.randn(4, 5, generator=generator).to(device)
         for model, opt, step in ((flat_model, flat, compiled), (plain_model, plain, plain.step)):
             opt.zero_grad()
             model(x).square().mean().backward()
@@ -160,13 +162,13 @@ def test_flattening_creates_no_gradient():
 @pytest.mark.parametrize("set_to_none", [True, False])
 @pytest.mark.parametrize("direction", [{}, {"weight_decay": 0.1}, {"momentum": 0.9}],
                          ids=["plain", "weight_decay", "momentum"])
-def test_unused_layer_is_skipped_as_sgd_skips_it(backend, set_to_none, direction):
+def test_unused_layer_is_skipped_as_sgd_skips_it(backend, device, set_to_none, direction):
     """README loop order (backward, step, zero_grad): TMSGD with the identity coefficients on a
     flattened model against torch.optim.SGD on an unflattened copy, stepped on the same gradient
     values. Autograd gives both the same params gradients; the unused layer keeps no gradient, is
     not moved (weight decay and momentum would move it) and gets no state; the rest follows SGD
     within its rounding drift."""
-    flat_model, plain_model = _WithUnusedLayer(), _WithUnusedLayer()
+    flat_model, plain_model = _WithUnusedLayer().to(device), _WithUnusedLayer().to(device)
     unused_before = [p.detach().clone() for p in flat_model.unused.parameters()]
     flatten_parameters(flat_model)
     ours = TMSGD(flat_model.parameters(), lr=LR, coefficients=IDENTITY, backend=backend,
@@ -176,7 +178,7 @@ def test_unused_layer_is_skipped_as_sgd_skips_it(backend, set_to_none, direction
     drift, decay = SgdDrift(), direction.get("weight_decay", 0.0)
     generator = torch.Generator().manual_seed(1)
     for _ in range(STEPS):
-        x = torch.randn(4, 5, generator=generator)
+        x = torch.randn(4, 5, generator=generator).to(device)
         for model in (flat_model, plain_model):
             model(x).square().mean().backward()
         assert [p.grad is None for p in flat_params] == [q.grad is None for q in plain_params]
@@ -201,10 +203,10 @@ def test_unused_layer_is_skipped_as_sgd_skips_it(backend, set_to_none, direction
 # ---------------------------------------------------------------------------- frozen params
 
 
-def test_frozen_params_are_left_where_they_are(backend, call_sizes):
+def test_frozen_params_are_left_where_they_are(backend, device, call_sizes):
     """A frozen layer between trainable ones is not moved (no optimizer steps it); the trainable
     params still form one buffer, stepped as one range, as the unflattened model is stepped."""
-    flat_model, plain_model = _model(), _model()
+    flat_model, plain_model = _model(device), _model(device)
     for model in (flat_model, plain_model):
         model[0].requires_grad_(False)
     frozen = {p: p.data_ptr() for p in flat_model[0].parameters()}
@@ -295,7 +297,8 @@ class _Permuted(torch.nn.Module):
 
 
 def _backward(model: torch.nn.Module, generator: torch.Generator) -> None:
-    model(torch.randn(2, 3, 5, 5, generator=generator)).square().mean().backward()
+    x = torch.randn(2, 3, 5, 5, generator=generator).to(next(model.parameters()).device)
+    model(x).square().mean().backward()
 
 
 def _states(params: list[torch.Tensor]) -> list[dict]:
@@ -313,8 +316,9 @@ def _all_reduce_buffer(params: list[torch.Tensor]) -> None:
         offset += p.numel()
 
 
-def _permuted_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
-    flat_model, plain_model = _Permuted(), _Permuted()
+def _permuted_pair(device: torch.device | str = "cpu"
+                   ) -> tuple[torch.nn.Module, torch.nn.Module]:
+    flat_model, plain_model = _Permuted().to(device), _Permuted().to(device)
     flatten_parameters(flat_model)
     assert flat_model.linear.weight.stride() == (1, 6)
     assert flat_model.conv.weight.is_contiguous(memory_format=torch.channels_last)
@@ -376,11 +380,11 @@ def test_flat_run_lays_state_out_in_its_params_memory_order():
     assert flatten.one_range([s["delta_odd"] for s in states]) is not None
 
 
-def _step_pair(backend, change_grads) -> None:
+def _step_pair(backend, device, change_grads) -> None:
     """Three steps of a flattened and an unflattened model on the same gradient values, the
     flattened model's gradients changed by `change_grads(params, step)` before each step: the
     two stay bit for bit equal."""
-    flat_model, plain_model = _permuted_pair()
+    flat_model, plain_model = _permuted_pair(device)
     flat = TMSGD(flat_model.parameters(), backend=backend, **OPTIONS)
     plain = TMSGD(plain_model.parameters(), backend=backend, **OPTIONS)
     generator = torch.Generator().manual_seed(1)
@@ -396,12 +400,12 @@ def _step_pair(backend, change_grads) -> None:
             assert torch.equal(p, q), f"step {k}: {name}"
 
 
-def test_gradients_in_one_contiguous_buffer_step_permuted_params_right(backend):
+def test_gradients_in_one_contiguous_buffer_step_permuted_params_right(backend, device):
     """The all-reduce idiom on a flattened model with channels_last and transposed weights."""
-    _step_pair(backend, lambda params, k: _all_reduce_buffer(params))
+    _step_pair(backend, device, lambda params, k: _all_reduce_buffer(params))
 
 
-def test_gradient_replaced_at_its_address_with_other_strides_is_stepped_right(backend):
+def test_gradient_replaced_at_its_address_with_other_strides_is_stepped_right(backend, device):
     """The first step builds the one-range run; then the transposed weight's gradient is
     rewritten, same values, at the same address in row-major order."""
     def relayout(params, k):
@@ -413,4 +417,24 @@ def test_gradient_replaced_at_its_address_with_other_strides_is_stepped_right(ba
                 p.grad = p.grad.as_strided(p.shape, (4, 1), p.grad.storage_offset())
                 p.grad.copy_(values)
 
-    _step_pair(backend, relayout)
+    _step_pair(backend, device, relayout)
+
+
+def test_module_converted_after_flattening_keeps_autograds_gradients(backend, device):
+    """A module converted after flattening (here to float64) gets autograd's gradients as they
+    are, not copies into the old buffer, and steps as the unflattened module does."""
+    flat_model, plain_model = _model(device), _model(device)
+    flatten_parameters(flat_model)
+    flat_model.double()
+    plain_model.double()
+    flat = TMSGD(flat_model.parameters(), backend=backend, **OPTIONS)
+    plain = TMSGD(plain_model.parameters(), backend=backend, **OPTIONS)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        x = torch.randn(4, 5, generator=generator, dtype=torch.float64).to(device)
+        for model, optimizer in ((flat_model, flat), (plain_model, plain)):
+            optimizer.zero_grad()
+            model(x).square().mean().backward()
+            optimizer.step()
+    for a, b in zip(flat_model.parameters(), plain_model.parameters()):
+        assert a.grad.dtype == torch.float64 and torch.equal(a, b)

@@ -212,7 +212,7 @@ def _keep_grad_in(grad_view: torch.Tensor):
         if grad is None or grad is grad_view:
             return  # accumulated in place
         if (grad.dtype != grad_view.dtype or grad.shape != grad_view.shape
-                or grad.layout != torch.strided):
+                or grad.device != grad_view.device or grad.layout != torch.strided):
             return  # the module changed since it was flattened, or a sparse grad: follow it
         with torch.no_grad():
             grad_view.copy_(grad)
