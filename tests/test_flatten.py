@@ -438,3 +438,37 @@ def test_module_converted_after_flattening_keeps_autograds_gradients(backend, de
             optimizer.step()
     for a, b in zip(flat_model.parameters(), plain_model.parameters()):
         assert a.grad.dtype == torch.float64 and torch.equal(a, b)
+
+
+def test_double_backward_through_flattened_gradients(device):
+    """backward(create_graph=True) (a gradient penalty): the gradients keep their graph, as on
+    the unflattened module, instead of being copied out of it."""
+    flat_model, plain_model = _model(device), _model(device)
+    flatten_parameters(flat_model)
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(1)).to(device)
+    penalties = []
+    for model in (flat_model, plain_model):
+        model(x).square().mean().backward(create_graph=True)
+        params = list(model.parameters())
+        penalty = sum(p.grad.square().sum() for p in params)
+        penalties.append(torch.autograd.grad(penalty, params))
+    for a, b in zip(*penalties):
+        assert torch.equal(a, b)
+
+
+def test_dtensor_params_are_refused_before_any_change():
+    from torch import distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import distribute_tensor
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        model = _model()
+        mesh = init_device_mesh("cpu", (1,))
+        model[2].weight = torch.nn.Parameter(distribute_tensor(model[2].weight.detach(), mesh))
+        addresses = [p.data_ptr() for p in model.parameters()]
+        with pytest.raises(ValueError, match="DTensor"):
+            flatten_parameters(model)
+        assert [p.data_ptr() for p in model.parameters()] == addresses
+    finally:
+        dist.destroy_process_group()

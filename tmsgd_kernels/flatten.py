@@ -18,6 +18,7 @@ from operator import is_
 
 import torch
 
+from .local_tensors import is_dtensor
 from .overlap import dense_without_overlap
 
 _data_ptr = torch.Tensor.data_ptr
@@ -148,7 +149,7 @@ def flatten_parameters(module: torch.nn.Module) -> list[torch.Tensor]:
     of a buffer has a gradient, the gradients lie back to back and the step is one range.
 
     Frozen params (`requires_grad=False`) are left where they are: no optimizer steps them.
-    Refused, with a ValueError before anything changes: complex params, params that are not dense,
+    Refused, with a ValueError before anything changes: complex, DTensor and non-dense params,
     and two distinct params that share memory (`b.data = a.data`; flattening would untie them;
     tie them as one Parameter instead, which is kept)."""
     named = list(module.named_parameters())
@@ -159,6 +160,9 @@ def flatten_parameters(module: torch.nn.Module) -> list[torch.Tensor]:
             continue
         if param.is_complex():
             raise ValueError(f"flatten_parameters does not flatten complex params ({name})")
+        if is_dtensor(param):
+            raise ValueError(f"flatten_parameters does not flatten DTensor params ({name}): "
+                             f"a sharded param's storage belongs to its mesh")
         if not dense_without_overlap(param):
             raise ValueError(f"flatten_parameters needs dense params; {name} has shape "
                              f"{tuple(param.shape)} and strides {param.stride()}")
@@ -214,6 +218,8 @@ def _keep_grad_in(grad_view: torch.Tensor):
         if (grad.dtype != grad_view.dtype or grad.shape != grad_view.shape
                 or grad.device != grad_view.device or grad.layout != torch.strided):
             return  # the module changed since it was flattened, or a sparse grad: follow it
+        if grad.requires_grad:
+            return  # backward(create_graph=True): a copy would drop the gradient's graph
         with torch.no_grad():
             grad_view.copy_(grad)
         param.grad = grad_view
