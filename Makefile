@@ -9,6 +9,9 @@ TORCH_VERSION ?= 2.13.0
 # The Triton release built against TORCH_VERSION (torch 2.14.1 pins triton 3.8.x, 2.13.0 3.7.x).
 TRITON_VERSION ?= 3.7.1
 PYTEST_ARGS ?=
+# e.g. --update-reference: write the committed reference results (bench/results/) instead of
+# bench/results/local/
+REPORT_ARGS ?=
 
 ifeq ($(USE_CURRENT_PYTHON),1)
 PY := $(PYTHON)
@@ -18,7 +21,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 endif
 
-SOURCES := setup.py pyproject.toml requirements-test.txt $(wildcard build_backend/*.py) \
+SOURCES := setup.py pyproject.toml requirements-test.txt tmsgd_kernels/_version.py \
+	$(wildcard build_backend/*.py) \
 	$(wildcard csrc/*.cpp csrc/*.h csrc/*.cu csrc/*/*.cpp)
 
 .PHONY: setup run bench test lint experiments experiments-full auxvar auxvar-full clean gpu-check
@@ -46,10 +50,10 @@ endif
 # about a minute here; `make bench` runs every case. `pytest bench/ --benchmark-only` is the same
 # cases as a pytest-benchmark suite.
 run: setup
-	$(PY) bench/report.py
+	$(PY) bench/report.py $(REPORT_ARGS)
 
 bench: setup
-	$(PY) bench/report.py --full
+	$(PY) bench/report.py --full $(REPORT_ARGS)
 
 test: setup
 	$(PY) -m pytest -q -p no:logging $(PYTEST_ARGS)

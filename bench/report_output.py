@@ -117,7 +117,7 @@ def _plots(result: dict, stem: Path) -> list[Path]:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("fp32 elements in one buffer")
         ax.set_ylabel("GB/s moved (TM-SGD 24 B/element, SGD and ceiling 12)")
-        ax.set_title(f"One optimizer step, no momentum: {label}\n(bars: range of the "
+        ax.set_title(f"One optimizer step, no momentum: {label}\n(error bars: range of the "
                      f"{result['rounds']} rounds' medians)", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
