@@ -101,11 +101,12 @@ def flat_run(params: list[torch.Tensor], states: list[dict], momentum: bool) -> 
     grad = one_range(grads) if param is not None else None
     if grad is None or len({int(s["step"]) for s in states}) != 1:
         return None
+    keys = ("delta_even", "delta_odd") + (("momentum_buffer",) if momentum else ())
+    if any(len({s[key].dtype for s in states}) != 1 for key in keys):
+        return None  # one buffer per key holds one dtype
     flat_state = {}
-    for key in ("delta_even", "delta_odd") + (("momentum_buffer",) if momentum else ()):
+    for key in keys:
         values = [s[key] for s in states]
-        if len({v.dtype for v in values}) != 1:
-            return None
         flat_state[key] = one_range(values)
         if flat_state[key] is None or not all(map(same_memory_order, values, params)):
             flat_state[key] = _relaid(params, states, key)
