@@ -1,20 +1,16 @@
-"""Run TMSGD and the oracle side by side on the same gradients, and check them per step."""
+"""Run the optimizer TMSGD and the oracle side by side on the same gradients, and check them per
+step (the optimizer-level counterpart of tests/kernel_contract.py, which calls the kernels)."""
 
 from __future__ import annotations
 
 import torch
-from oracle import OracleParam, oracle_step
+from kernel_contract import ODD_SHAPES
+from oracle import OracleParam, Tolerance, assert_close, oracle_step
 
 from tmsgd_kernels import TMSGD
 
-# Shapes covering the odd cases: 0-dim, empty, one element, tiny, not a multiple of any vector
-# width, and a 2-D block.
-ODD_SHAPES = [(), (0,), (1,), (3,), (4097,), (7, 5)]
-
-
-def eps(dtype: torch.dtype) -> float:
-    return torch.finfo(dtype).eps
-
+__all__ = ["ODD_SHAPES", "Tolerance", "assert_close", "make_grads", "make_params",
+           "run_against_oracle"]
 
 def _randn(shape, generator) -> torch.Tensor:
     return torch.randn(shape, generator=generator, dtype=torch.float64)
@@ -36,49 +32,6 @@ def make_grads(params, steps, seed=1, scale=1.0) -> list[list[torch.Tensor]]:
     ]
 
 
-class Tolerance:
-    """Worst-case error bounds after k steps, from the storage dtypes (never tuned to pass).
-
-    Each step rounds W to the param dtype (half an ulp of |W|) and d_new to the history dtype
-    (half an ulp of |d|). A history error decays through the zero-stable recursion (for the
-    default coefficients its total gain is below 4), and every d error lands in W once. The
-    float64 oracle itself rounds at the size of W each step (a0 W + a1 W' + a2 W'', four terms),
-    which matters only when the backend runs in float64 too.
-    """
-
-    ORACLE_EPS = torch.finfo(torch.float64).eps
-
-    def __init__(self, param_dtype, history_dtype, momentum=0.0):
-        self.eps_p = eps(param_dtype)
-        self.eps_h = eps(history_dtype)
-        self.gain_m = 1.0 / (1.0 - momentum) if momentum else 1.0
-        self.max_w = self.max_d = self.max_buf = 0.0
-
-    def observe(self, oracle: list[OracleParam]) -> None:
-        for o in oracle:
-            if o.weight.numel():
-                self.max_w = max(self.max_w, o.weight.abs().max().item())
-                self.max_d = max(self.max_d, o.d1.abs().max().item())
-                if o.momentum_buffer is not None:
-                    self.max_buf = max(self.max_buf, o.momentum_buffer.abs().max().item())
-
-    def history(self) -> float:
-        backend = 4 * self.gain_m * (self.eps_h + self.eps_p) * self.max_d
-        return backend + 8 * self.ORACLE_EPS * self.max_w
-
-    def weight(self, steps: int) -> float:
-        return steps * (self.eps_p * self.max_w + self.history())
-
-    def buffer(self) -> float:
-        return 4 * self.gain_m * self.eps_p * self.max_buf + 8 * self.ORACLE_EPS * self.max_w
-
-
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, what: str) -> None:
-    actual = actual.detach().to(torch.float64).cpu()
-    expected = expected.detach().to(torch.float64).cpu()
-    torch.testing.assert_close(actual, expected, rtol=0, atol=atol, msg=lambda m: f"{what}: {m}")
-
-
 def run_against_oracle(
     *, backend: str, dtype: torch.dtype, device, steps: int = 40, shapes=ODD_SHAPES,
     history_dtype=None, skip_steps=(), grad_scale: float | None = None, lr=0.05, **options
@@ -92,7 +45,8 @@ def run_against_oracle(
     capturable = grad_scale is not None or bool(skip_steps)
     optimizer = TMSGD(params, lr=lr, backend=backend, history_dtype=history_dtype,
                       capturable=capturable, **options)
-    tolerance = Tolerance(dtype, history_dtype or dtype, options.get("momentum", 0.0))
+    tolerance = Tolerance(dtype, history_dtype or dtype, options.get("momentum", 0.0),
+                          options.get("weight_decay", 0.0))
     for k in range(steps):
         skipped = k in skip_steps
         for p, g in zip(params, grads[k]):
@@ -124,5 +78,5 @@ def run_against_oracle(
                 expected = o.momentum_buffer
                 if expected is None:
                     expected = torch.zeros_like(state[i]["momentum_buffer"])
-                assert_close(state[i]["momentum_buffer"], expected, tolerance.buffer(),
+                assert_close(state[i]["momentum_buffer"], expected, tolerance.buffer(done),
                              f"{where} momentum_buffer")

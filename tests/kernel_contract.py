@@ -1,0 +1,367 @@
+"""The kernel contract (tmsgd_kernels/step_contract.py) as one test harness: every implementation
+of the step, called on the contract's tensor lists, stepped beside the float64 oracle of every
+param (tests/oracle.py) and checked after every call with one `Tolerance`.
+
+An `Implementation` says how to call one implementation and where its tensors and counts live;
+`IMPLEMENTATIONS` lists them all (adding one is one entry), and `implementations()` gives them as
+pytest params, skipped with the reason when they cannot run here. A `Run` holds one call's lists
+(params, grads made per step, both history slots, momentum buffers, counts) and the oracles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pytest
+import torch
+from oracle import OracleParam, Tolerance, assert_close, oracle_step
+
+from tmsgd_kernels.coefficients import PAPER_COEFFICIENTS, delta_coefficients
+from tmsgd_kernels.step_contract import TENSOR_LISTS, StepScalars
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+CPU = torch.device("cpu")
+LIST_NAMES = tuple(name for name, _ in TENSOR_LISTS)
+
+# ------------------------------------------------------------------ the entry points, in one place
+# The layer above the kernels is being rebuilt: every import of it is here.
+
+
+def _unavailable_reason(backend: str, device: torch.device) -> str | None:
+    from tmsgd_kernels.implementations import unavailable_reason
+
+    return unavailable_reason(backend, device)
+
+
+def _torch_host(*arguments) -> None:
+    from tmsgd_kernels.torch_step import host_step
+
+    host_step(*arguments)
+
+
+def _torch_device(*arguments) -> None:
+    from tmsgd_kernels.torch_step import device_step
+
+    device_step(*arguments)
+
+
+def _op(name: str):
+    """The op's overload; the Triton op's kernels are registered first."""
+    if name == "tmsgd_step_triton":
+        from tmsgd_kernels.implementations import choose
+
+        choose("triton", DEVICE)
+    return getattr(torch.ops.tmsgd_kernels, name).default
+
+
+def _through_op(name: str) -> Callable[..., None]:
+    def call(params, grads, delta_even, delta_odd, momentum_buffers, steps, scalars,
+             grad_scale=None, found_inf=None) -> None:
+        _op(name)(params, grads, delta_even, delta_odd, momentum_buffers, steps,
+                  *scalars.arguments(), grad_scale, found_inf)
+
+    return call
+
+
+def _triton_counts_on_device(params, grads, delta_even, delta_odd, momentum_buffers, steps,
+                             scalars, grad_scale=None, found_inf=None) -> None:
+    """The Triton device path on CPU tensors (interpreter), where counts on the params' device
+    are on the CPU too and the op would take the host path: called below the op."""
+    from tmsgd_kernels.triton_kernels import op
+    from tmsgd_kernels.triton_kernels.tensor_lists import TensorLists
+
+    lists = TensorLists(params, grads, delta_even, delta_odd, momentum_buffers, steps)
+    op.run(lists, scalars, grad_scale, found_inf, counts_on_device=True)
+
+
+# ------------------------------------------------------------------------------ implementations
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """One way to run the step: `call(params, grads, delta_even, delta_odd, momentum_buffers,
+    steps, scalars, grad_scale, found_inf)` on params on `device` with counts on
+    `counts_device`."""
+
+    name: str
+    backend: str  # the backend name whose availability decides whether it runs
+    device: torch.device
+    counts_device: torch.device
+    call: Callable[..., None]
+    op: str | None  # the op it is called through (None: below any op)
+    errors: tuple[type[Exception], ...]  # what bad arguments raise
+    checks_every_list: bool  # False: only the grads are checked (the rest is the caller's job)
+
+    def reason(self) -> str | None:
+        return _unavailable_reason(self.backend, self.device)
+
+    @property
+    def interpreted(self) -> bool:
+        """Triton on CPU tensors runs under its interpreter: about 10-20 ms per tensor and call
+        on this machine, a hundred times the compiled implementations' cost."""
+        return self.backend == "triton" and self.device.type == "cpu"
+
+    def overload(self):
+        return _op(self.op)
+
+
+_TRITON_ERRORS = (ValueError, TypeError)
+
+IMPLEMENTATIONS: tuple[Implementation, ...] = (
+    Implementation("torch-host", "torch", DEVICE, CPU, _torch_host, None, (RuntimeError,),
+                   False),
+    Implementation("torch-device", "torch", DEVICE, DEVICE, _torch_device, None,
+                   (RuntimeError,), False),
+    Implementation("cpu", "cpu", CPU, CPU, _through_op("tmsgd_step"), "tmsgd_step",
+                   (RuntimeError,), True),
+    Implementation("cuda-host", "cuda", torch.device("cuda"), CPU, _through_op("tmsgd_step"),
+                   "tmsgd_step", (RuntimeError,), True),
+    Implementation("cuda-device", "cuda", torch.device("cuda"), torch.device("cuda"),
+                   _through_op("tmsgd_step"), "tmsgd_step", (RuntimeError,), True),
+    Implementation("triton-host", "triton", DEVICE, CPU, _through_op("tmsgd_step_triton"),
+                   "tmsgd_step_triton", _TRITON_ERRORS, True),
+    # On a GPU counts on the params' device take the device path through the op; on the CPU
+    # (interpreter) the path is chosen below the op.
+    Implementation("triton-device", "triton", DEVICE, DEVICE,
+                   _through_op("tmsgd_step_triton") if DEVICE.type != "cpu"
+                   else _triton_counts_on_device,
+                   "tmsgd_step_triton" if DEVICE.type != "cpu" else None, _TRITON_ERRORS, True),
+)
+
+BY_NAME = {implementation.name: implementation for implementation in IMPLEMENTATIONS}
+
+
+def implementations(where: Callable[[Implementation], bool] = lambda i: True) -> list:
+    """The implementations for which `where` holds, as pytest params (id: the name), each skipped
+    with its reason when it cannot run here."""
+    return [pytest.param(i, id=i.name, marks=_skip(i)) for i in IMPLEMENTATIONS if where(i)]
+
+
+def _skip(implementation: Implementation) -> list:
+    reason = implementation.reason()
+    return [] if reason is None else [pytest.mark.skip(reason=f"{implementation.name}: {reason}")]
+
+
+def crossed(first: dict[str, tuple], second: dict[str, tuple]) -> list:
+    """pytest params (implementation, *first's values, *second's values): the whole cross of the
+    two dimensions (id -> tuple of values) for every implementation, except interpreted ones,
+    which get a covering subset (every value of each dimension, the i-th of one with the j-th of
+    the other when i and j agree modulo the smaller size): their cost is per tensor and call."""
+    size = min(len(first), len(second))
+    params = []
+    for implementation in IMPLEMENTATIONS:
+        for i, (a, a_values) in enumerate(first.items()):
+            for j, (b, b_values) in enumerate(second.items()):
+                if implementation.interpreted and i % size != j % size:
+                    continue
+                params.append(pytest.param(implementation, *a_values, *b_values,
+                                           marks=_skip(implementation),
+                                           id=f"{implementation.name}-{a}-{b}"))
+    return params
+
+
+# ------------------------------------------------------------------------------------- tensors
+
+DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+# 0-dim, empty, one element, fewer than a vector, not a multiple of any vector width, 2-D.
+ODD_SHAPES = ((), (0,), (1,), (3,), (4097,), (7, 5))
+GUARD = 3.0  # the value around a carved tensor, exact in every dtype
+
+
+def random(shape, dtype: torch.dtype, generator: torch.Generator, device=DEVICE,
+           scale: float = 1.0) -> torch.Tensor:
+    return (torch.randn(shape, generator=generator, dtype=torch.float64) * scale).to(dtype).to(
+        device)
+
+
+def random_params(shapes, dtype: torch.dtype, device=DEVICE, seed: int = 0) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [random(s, dtype, generator, device) for s in shapes]
+
+
+def carve(values: torch.Tensor, guarded: list[torch.Tensor]) -> torch.Tensor:
+    """`values` copied one element into a fresh buffer (so no address of it is 16-byte aligned),
+    with a GUARD element on each side that nothing may write; the buffer is added to
+    `guarded`."""
+    buffer = torch.full((values.numel() + 2,), GUARD, dtype=values.dtype, device=values.device)
+    view = buffer[1:1 + values.numel()].view(values.shape)
+    view.copy_(values)
+    guarded.append(buffer)
+    return view
+
+
+# ----------------------------------------------------------------------------------------- run
+
+
+class Run:
+    """The lists of one implementation's calls, kept across steps as an optimizer keeps them,
+    beside one oracle per param; `step` calls the implementation on all params or a subset and
+    then checks everything against the oracles.
+
+    History starts at zero (the oracle's W[-1] = W[-2] = W[0]). Params start at count
+    `counts[i]` (default 0); a param at count 0 gets a NaN momentum buffer, which its first step
+    must not read, one further on a zero buffer. Lists named in `unaligned` hold carved tensors.
+    `options` are the step's (momentum, dampening, weight_decay, nesterov, maximize,
+    coefficients in paper form, switch_step); lr may be a float or a tensor.
+    """
+
+    def __init__(self, implementation: Implementation, params: list[torch.Tensor],
+                 history_dtype: torch.dtype | None = None, *, counts: Sequence[int] | None = None,
+                 unaligned: Sequence[str] = (), seed: int = 1, lr: float | torch.Tensor = 0.05,
+                 **options) -> None:
+        unknown = set(unaligned) - set(LIST_NAMES)
+        assert not unknown, f"no such lists: {unknown}"
+        self.implementation = implementation
+        self.lr = lr
+        self.options = options
+        self.momentum = options.get("momentum", 0.0)
+        self.unaligned = frozenset(unaligned)
+        self.guarded: list[torch.Tensor] = []
+        self.generator = torch.Generator().manual_seed(seed)
+        dtype = params[0].dtype
+        self.history_dtype = history_dtype or dtype
+        counts = list(counts) if counts is not None else [0] * len(params)
+        self.params = [self._placed("params", p) for p in params]
+        self.delta_even = [self._state(p, "delta_even", self.history_dtype, 0.0)
+                           for p in self.params]
+        self.delta_odd = [self._state(p, "delta_odd", self.history_dtype, 0.0)
+                          for p in self.params]
+        self.momentum_buffers = [
+            self._state(p, "momentum_buffers", dtype, float("nan") if c == 0 else 0.0)
+            for p, c in zip(self.params, counts)] if self.momentum else []
+        self.steps = [torch.tensor(c, dtype=torch.int64, device=implementation.counts_device)
+                      for c in counts]
+        self.oracles = [OracleParam(p) for p in self.params]
+        for o, c in zip(self.oracles, counts):
+            o.step = c
+            if self.momentum and c:
+                o.momentum_buffer = torch.zeros_like(o.weight)
+        self.taken = [0] * len(params)  # steps each param took here: each adds its rounding
+        self.history_from = list(counts)  # the count from which a param's slots are the oracle's
+        self.tolerance = Tolerance(dtype, self.history_dtype, self.momentum,
+                                   options.get("weight_decay", 0.0))
+
+    def _placed(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        return carve(tensor, self.guarded) if name in self.unaligned else tensor
+
+    def _state(self, p: torch.Tensor, name: str, dtype: torch.dtype, fill: float) -> torch.Tensor:
+        # empty_like keeps the param's layout (channels_last, transposed).
+        return self._placed(name, torch.empty_like(p, dtype=dtype).fill_(fill))
+
+    # ----------------------------------------------------------------------------- stepping
+
+    def scalars(self, **changes) -> StepScalars:
+        """The run's step scalars, with `changes` (lr, momentum, ...) made."""
+        o = {**self.options, "lr": self.lr, "momentum": self.momentum, **changes}
+        b1, b2 = delta_coefficients(o.get("coefficients", PAPER_COEFFICIENTS))
+        return StepScalars.make(o["lr"], b1, b2, o["momentum"], o.get("dampening", 0.0),
+                                o.get("weight_decay", 0.0), o.get("nesterov", False),
+                                o.get("maximize", False), o.get("switch_step", 0))
+
+    def grads(self, indices: Sequence[int] | None = None, scale: float = 1.0) -> list:
+        """Fresh random grads for the params at `indices` (default all), times `scale`."""
+        indices = range(len(self.params)) if indices is None else indices
+        return [self._placed("grads", random(self.params[i].shape, self.params[i].dtype,
+                                             self.generator, self.params[i].device, scale))
+                for i in indices]
+
+    def lists(self, grads: list[torch.Tensor], indices: Sequence[int] | None = None
+              ) -> list[list[torch.Tensor]]:
+        """The contract's six lists (new lists of the run's tensors) for the params at `indices`
+        (default all), with `grads` for them."""
+        indices = range(len(self.params)) if indices is None else indices
+        state = (self.params, self.delta_even, self.delta_odd, self.momentum_buffers, self.steps)
+        params, *rest = ([tensors[i] for i in indices] if tensors else [] for tensors in state)
+        return [params, list(grads), *rest]
+
+    def call(self, grads: list[torch.Tensor], indices: Sequence[int] | None = None,
+             grad_scale: torch.Tensor | None = None, found_inf: torch.Tensor | None = None
+             ) -> None:
+        """One call of the implementation, without the oracle (for comparisons of runs)."""
+        self.implementation.call(*self.lists(grads, indices), self.scalars(), grad_scale,
+                                 found_inf)
+
+    def step(self, indices: Sequence[int] | None = None, *, grads=None,
+             grad_scale: torch.Tensor | None = None, found_inf: torch.Tensor | None = None,
+             check: bool = True) -> list[torch.Tensor]:
+        """One call on the params at `indices` (default all) with `grads` (default: fresh ones,
+        scaled up by grad_scale), the oracles stepped alike; then `check` unless told not to.
+        Returns the grads."""
+        indices = list(range(len(self.params)) if indices is None else indices)
+        scale = None if grad_scale is None else grad_scale.item()
+        if grads is None:
+            grads = self.grads(indices, scale or 1.0)
+        self.call(grads, indices, grad_scale, found_inf)
+        skipped = found_inf is not None and found_inf.item() != 0
+        lr = float(self.lr)
+        for i, g in zip(indices, grads):
+            oracle_step(self.oracles[i], g, lr=lr, grad_scale=scale, found_inf=skipped,
+                        **self.options)
+            self.taken[i] += not skipped
+        if check:
+            self.check()
+        return grads
+
+    def poison_history(self, even: float, odd: float) -> None:
+        """Fill both slots with values no step may read (inf, NaN): they hold the oracle's
+        history again only once two steps have written both."""
+        for i, (a, b) in enumerate(zip(self.delta_even, self.delta_odd)):
+            a.fill_(even)
+            b.fill_(odd)
+            self.history_from[i] = int(self.steps[i]) + 2
+
+    # ------------------------------------------------------------------------------ checking
+
+    def count(self, i: int) -> int:
+        return int(self.steps[i])
+
+    def newest(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(d1, d2) of param i: after count k, slot (k - 1) % 2 holds the newest step d1 and
+        slot k % 2 the one before, d2."""
+        if self.count(i) % 2 == 1:
+            return self.delta_even[i], self.delta_odd[i]
+        return self.delta_odd[i], self.delta_even[i]
+
+    def check(self) -> None:
+        """Every count, param, history slot and momentum buffer against the oracles, and every
+        guard element untouched."""
+        self.tolerance.observe(self.oracles)
+        for i, o in enumerate(self.oracles):
+            count = self.count(i)
+            where = (f"{self.implementation.name}, param {i} {tuple(self.params[i].shape)} at "
+                     f"count {count}")
+            assert count == o.step, f"{where}: the oracle's count is {o.step}"
+            assert_close(self.params[i], o.weight, self.tolerance.weight(self.taken[i]),
+                         f"{where}: weight")
+            if count >= self.history_from[i]:
+                d1, d2 = self.newest(i)
+                assert_close(d1, o.d1, self.tolerance.history(), f"{where}: d1")
+                assert_close(d2, o.d2, self.tolerance.history(), f"{where}: d2")
+            if self.momentum_buffers and o.momentum_buffer is not None:
+                assert_close(self.momentum_buffers[i], o.momentum_buffer,
+                             self.tolerance.buffer(self.taken[i]), f"{where}: momentum buffer")
+        for buffer in self.guarded:
+            assert buffer[0].item() == GUARD and buffer[-1].item() == GUARD, \
+                f"{self.implementation.name}: an element next to a tensor was written"
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Everything a step may write."""
+        return [*self.params, *self.delta_even, *self.delta_odd, *self.momentum_buffers,
+                *self.steps]
+
+    def snapshot(self) -> list[torch.Tensor]:
+        return [t.clone() for t in self.tensors()]
+
+    def assert_unchanged(self, snapshot: list[torch.Tensor], what: str = "") -> None:
+        for t, s in zip(self.tensors(), snapshot, strict=True):
+            torch.testing.assert_close(t, s, rtol=0, atol=0, equal_nan=True,
+                                       msg=lambda m: f"{what}: {m}")
+
+
+def assert_bitwise_equal(a: Run, b: Run, what: str = "") -> None:
+    """Every tensor of two runs equal bit for bit (NaN where the other has NaN)."""
+    for x, y in zip(a.tensors(), b.tensors(), strict=True):
+        torch.testing.assert_close(x.cpu(), y.cpu(), rtol=0, atol=0, equal_nan=True,
+                                   msg=lambda m: f"{a.implementation.name} and "
+                                                 f"{b.implementation.name} {what}: {m}")
