@@ -38,8 +38,8 @@ def describe_failure(error: BaseException, built: bool) -> str:
     (`error` from loading it)."""
     if not built:
         where = ("is not built in this checkout" if CHECKOUT is not None else
-                 "is not part of this installation (built with TMSGD_NO_EXTENSION=1, or by an "
-                 "installer without a C++ compiler)")
+                 "is not part of this installation (installed with TMSGD_NO_EXTENSION=1, or "
+                 "copied without it)")
         return f"the C++ extension tmsgd_kernels._C {where}; {rebuild_hint()}; {INSTEAD}"
     # Python's own text for a partly imported package ("most likely due to a circular import")
     # only misleads here; the loader's message (a missing symbol, a missing library) helps.
