@@ -93,8 +93,8 @@ CORRUPT = {
     "group without params": (_delete("param_groups", 1, "params"), "'params'"),
     "group params None": (_set("param_groups", 0, "params", value=None), "'params'"),
     "group params an int": (_set("param_groups", 0, "params", value=0), "'params'"),
-    "group params of strings": (_set("param_groups", 0, "params", value=["0", "1"]),
-                                "'params'"),
+    "group ids renamed, state ids not": (_set("param_groups", 0, "params", value=["a", "b"]),
+                                         "'params'"),
     "group params of floats": (_set("param_groups", 0, "params", value=[0.0, 1.0]),
                                "'params'"),
     "group params too few": (_set("param_groups", 0, "params", value=lambda p: p[:1]),
@@ -201,6 +201,10 @@ ACCEPTED = {
     "step a float32 tensor (torch.optim's capturable counts)": _step(torch.tensor(6.0)),
     "step a numpy int": _step(np.int64(6)),
     "step 2**63 - 1": _step(2**63 - 1),
+    "ids as parameter names (torch.distributed.checkpoint)": lambda c: {
+        "state": {str(k): v for k, v in c["state"].items()},
+        "param_groups": [{**g, "params": [str(i) for i in g["params"]]}
+                         for g in c["param_groups"]]},
     "a tensor listed twice keeps its repeated id": None,  # built in the test
 }
 

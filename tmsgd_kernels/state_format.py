@@ -12,10 +12,11 @@ an fp32 history of a bf16 param); it moves to the param's device, and counts to 
 the group is capturable.
 
 Anything else is refused with a ValueError that names the key at fault, before anything changes:
-a checkpoint that is not exactly {'state': dict, 'param_groups': list of dicts with int ids
-under 'params'}, an id given to two different params, state for an id no group lists, counts
-that are not whole numbers in [0, 2**63 - 1], state tensors that are not dense floating-point
-tensors with values (meta, sparse) of the param's (real-view) shape, invalid hyperparameters.
+a checkpoint that is not exactly {'state': dict, 'param_groups': list of dicts with int (or
+parameter-name) ids under 'params'}, an id given to two different params, state for an id no
+group lists, counts that are not whole numbers in [0, 2**63 - 1], state tensors that are not
+dense floating-point tensors with values (meta, sparse) of the param's (real-view) shape, and
+invalid hyperparameters.
 Group keys TMSGD does not know (a scheduler's initial_lr) are kept, as torch.optim keeps them.
 """
 
@@ -128,7 +129,8 @@ def _param_state(saved: object, param: torch.Tensor, index: object, capturable: 
 
 def _check_structure(state_dict: object, group_count: int) -> None:
     """The checkpoint's shape: a dict of exactly 'state' (a dict) and 'param_groups' (a list of
-    `group_count` dicts, each with a list of int ids under 'params')."""
+    `group_count` dicts, each with a list of ids under 'params': ints as state_dict numbers
+    params, or the parameter names torch.distributed.checkpoint gives)."""
     if not isinstance(state_dict, dict):
         raise ValueError(f"an optimizer state_dict is a dict with 'state' and 'param_groups', "
                          f"got {type(state_dict).__name__}")
@@ -153,9 +155,10 @@ def _check_structure(state_dict: object, group_count: int) -> None:
                              f"'param_groups' is {type(group).__name__}, not a dict")
         ids = group.get("params")
         if not isinstance(ids, (list, tuple)) or not all(
-                isinstance(i, int) and not isinstance(i, bool) for i in ids):
+                isinstance(i, (int, str)) and not isinstance(i, bool) for i in ids):
             raise ValueError(f"parameter group {number} of the loaded state dict: 'params' "
-                             f"must be a list of int parameter ids, got {ids!r}")
+                             f"must be a list of parameter ids (ints, or the names "
+                             f"torch.distributed.checkpoint uses), got {ids!r}")
         for key, value in group.items():
             if isinstance(value, torch.Tensor) and value.is_meta:
                 raise ValueError(f"parameter group {number} of the loaded state dict: "
