@@ -38,6 +38,14 @@
 #include "cuda_table.h"
 #include "tmsgd_update.h"
 
+// Launches are written TMSGD_LAUNCH(grid, block, shared, stream, kernel)(arguments): nvcc's
+// <<<...>>> launch here. The host emulation (csrc/emulation/cuda_runtime.h) defines it as its
+// own launcher, so a C++ compiler builds this file unchanged and runs the kernels on the CPU
+// (tests/test_cuda_emulation.py). The kernel comes last: its template arguments hold commas.
+#ifndef TMSGD_LAUNCH
+#define TMSGD_LAUNCH(grid, block, shared, stream, ...) __VA_ARGS__<<<grid, block, shared, stream>>>
+#endif
+
 namespace tmsgd::cuda {
 
 namespace {
@@ -249,8 +257,8 @@ void launch_typed(const CudaTable& table, const KernelScalars<T>& args, Dtype pa
     const int64_t fit =
         int64_t(device.multiprocessors) * resident_blocks<P, H, kMomentum>(device.index);
     const int grid = static_cast<int>(chunks < fit ? chunks : fit);
-    tmsgd_step_kernel<P, H, kMomentum>
-        <<<grid, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(table, args);
+    TMSGD_LAUNCH(grid, kThreads, 0, static_cast<cudaStream_t>(stream),
+                 tmsgd_step_kernel<P, H, kMomentum>)(table, args);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -283,8 +291,8 @@ KernelResources step_kernel_resources(Dtype param, Dtype history, bool momentum)
 }
 
 void launch_increment(const CountTable& table, const float* found_inf, void* stream) {
-  increment_counts_kernel<<<1, kMaxCounts, 0, static_cast<cudaStream_t>(stream)>>>(table,
-                                                                                   found_inf);
+  TMSGD_LAUNCH(1, kMaxCounts, 0, static_cast<cudaStream_t>(stream),
+               increment_counts_kernel)(table, found_inf);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

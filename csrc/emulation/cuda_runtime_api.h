@@ -1,0 +1,3 @@
+// Host emulation of cuda_runtime_api.h: see cuda_runtime.h.
+#pragma once
+#include <cuda_runtime.h>
