@@ -49,15 +49,19 @@ def launch(found: layout.Layout, lists: TensorLists, count: int, args: KernelSca
 
 
 def _read_host_counts(steps: list[torch.Tensor]) -> list[int]:
-    """All counts in one stack, checked as a whole (check_tensors leaves out the counts that the
-    kernels do not read)."""
+    """All counts at once, checked as a whole (check_tensors leaves out the counts that the
+    kernels do not read): one stack, or one cat where their shapes differ (a count of shape []
+    and one of shape [1] both hold one element)."""
     try:
-        stacked = torch.stack(steps)
+        try:
+            together = torch.stack(steps)
+        except RuntimeError:
+            together = torch.cat([count.reshape(-1) for count in steps])
     except RuntimeError as error:
-        raise ValueError(f"steps must be one-element int64 tensors of one shape, all on the "
-                         f"CPU or all on the params' device: {error}") from error
-    check_host_counts(stacked, len(steps))
-    return stacked.view(-1).tolist()
+        raise ValueError(f"steps must be one-element int64 tensors, all on the CPU or all on the "
+                         f"params' device: {error}") from error
+    check_host_counts(steps, together)
+    return together.view(-1).tolist()
 
 
 def _step_host_counts(lists: TensorLists, scalars: StepScalars, grad_scale, found_inf) -> None:

@@ -5,6 +5,8 @@ already checked."""
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 from tmsgd_kernels.step_contract import StepScalars
@@ -120,8 +122,14 @@ def in_param_layout(params: list[torch.Tensor], grads: list[torch.Tensor]) -> li
             for p, g in zip(params, grads)]
 
 
-def check_host_counts(counts: torch.Tensor, tensors: int) -> None:
-    """The counts read on the host, stacked: O(1) for the whole list."""
-    if counts.dtype != torch.int64 or counts.numel() != tensors or counts.device.type != "cpu":
+_dtype = operator.attrgetter("dtype")
+
+
+def check_host_counts(steps: list[torch.Tensor], counts: torch.Tensor) -> None:
+    """The counts read on the host, `counts` all of them in one tensor: each an int64 tensor of
+    one element on the CPU. A C-level pass over the dtypes (one stack would promote an int32
+    count), the rest O(1) for the whole list."""
+    if (set(map(_dtype, steps)) != {torch.int64} or counts.numel() != len(steps)
+            or counts.device.type != "cpu"):
         raise ValueError(f"steps must be one-element int64 tensors, all on the CPU or all on the "
-                         f"params' device; stacked they are {_describe(counts)}")
+                         f"params' device; together they are {_describe(counts)}")
