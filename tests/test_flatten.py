@@ -472,3 +472,15 @@ def test_dtensor_params_are_refused_before_any_change():
         assert [p.data_ptr() for p in model.parameters()] == addresses
     finally:
         dist.destroy_process_group()
+
+
+def test_still_matches_sees_strides_changed_in_place():
+    """A gradient object kept but re-strided in place (`t_()`) no longer matches its run."""
+    values, grads = torch.randn(32), torch.randn(32)
+    params = [torch.nn.Parameter(values[16 * i:16 * (i + 1)].view(4, 4)) for i in range(2)]
+    for i, p in enumerate(params):
+        p.grad = grads[16 * i:16 * (i + 1)].view(4, 4)
+    run = flatten.flat_run(params, _states(params), momentum=False)
+    assert run.still_matches([p.grad for p in params])
+    params[1].grad.t_()
+    assert not run.still_matches([p.grad for p in params])

@@ -276,6 +276,9 @@ class TMSGD(Optimizer):
         """As torch.optim's (pre-hooks first, post-hooks last), except that everything is checked
         before anything changes, torch.optim.SGD and version-1 TMSGD checkpoints are accepted,
         and each state tensor keeps its dtype (see tmsgd_kernels/state_format.py)."""
+        if not isinstance(state_dict, dict):
+            raise ValueError(f"state_dict must be a dict (from TMSGD.state_dict() or "
+                             f"torch.optim.SGD.state_dict()), got {type(state_dict).__name__}")
         state_dict = state_dict.copy()
         for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
             result = pre_hook(self, state_dict)
