@@ -29,6 +29,10 @@ LIST_NAMES = tuple(name for name, _ in TENSOR_LISTS)
 
 
 def _unavailable_reason(backend: str, device: torch.device) -> str | None:
+    if backend == "cuda-emulated":
+        from cuda_emulation import unavailable_reason as emulation_unavailable_reason
+
+        return emulation_unavailable_reason()
     from tmsgd_kernels.implementations import unavailable_reason
 
     return unavailable_reason(backend, device)
@@ -64,6 +68,17 @@ def _through_op(name: str) -> Callable[..., None]:
     return call
 
 
+def _cuda_emulated(counts_on_device: bool) -> Callable[..., None]:
+    """The op's CUDA implementation run on the CPU by the host emulation (tests/cuda_emulation.py):
+    every tensor passed as a fake CUDA view of the CPU tensor, the counts only in device mode."""
+    def call(*arguments) -> None:
+        from cuda_emulation import contract_call
+
+        contract_call(counts_on_device)(*arguments)
+
+    return call
+
+
 def _triton_counts_on_device(params, grads, delta_even, delta_odd, momentum_buffers, steps,
                              scalars, grad_scale=None, found_inf=None) -> None:
     """The Triton device path on CPU tensors (interpreter), where counts on the params' device
@@ -81,17 +96,22 @@ def _triton_counts_on_device(params, grads, delta_even, delta_odd, momentum_buff
 @dataclass(frozen=True)
 class Implementation:
     """One way to run the step: `call(params, grads, delta_even, delta_odd, momentum_buffers,
-    steps, scalars, grad_scale, found_inf)` on params on `device` with counts on
-    `counts_device`."""
+    steps, scalars, grad_scale, found_inf)` on params on `device`, with the counts on the CPU
+    (the host reads them and decides) or, `counts_on_device`, on the params' device (the step
+    reads them there: the capturable path)."""
 
     name: str
     backend: str  # the backend name whose availability decides whether it runs
     device: torch.device
-    counts_device: torch.device
+    counts_on_device: bool
     call: Callable[..., None]
     op: str | None  # the op it is called through (None: below any op)
     errors: tuple[type[Exception], ...]  # what bad arguments raise
     checks_every_list: bool  # False: only the grads are checked (the rest is the caller's job)
+
+    @property
+    def counts_device(self) -> torch.device:
+        return self.device if self.counts_on_device else CPU
 
     def reason(self) -> str | None:
         return _unavailable_reason(self.backend, self.device)
@@ -108,22 +128,24 @@ class Implementation:
 
 _TRITON_ERRORS = (ValueError, TypeError)
 
+CUDA = torch.device("cuda")
+
 IMPLEMENTATIONS: tuple[Implementation, ...] = (
-    Implementation("torch-host", "torch", DEVICE, CPU, _torch_host, None, (RuntimeError,),
+    Implementation("torch-host", "torch", DEVICE, False, _torch_host, None, (RuntimeError,),
                    False),
-    Implementation("torch-device", "torch", DEVICE, DEVICE, _torch_device, None,
-                   (RuntimeError,), False),
-    Implementation("cpu", "cpu", CPU, CPU, _through_op("tmsgd_step"), "tmsgd_step",
+    Implementation("torch-device", "torch", DEVICE, True, _torch_device, None, (RuntimeError,),
+                   False),
+    Implementation("cpu", "cpu", CPU, False, _through_op("tmsgd_step"), "tmsgd_step",
                    (RuntimeError,), True),
-    Implementation("cuda-host", "cuda", torch.device("cuda"), CPU, _through_op("tmsgd_step"),
-                   "tmsgd_step", (RuntimeError,), True),
-    Implementation("cuda-device", "cuda", torch.device("cuda"), torch.device("cuda"),
-                   _through_op("tmsgd_step"), "tmsgd_step", (RuntimeError,), True),
-    Implementation("triton-host", "triton", DEVICE, CPU, _through_op("tmsgd_step_triton"),
+    Implementation("cuda-host", "cuda", CUDA, False, _through_op("tmsgd_step"), "tmsgd_step",
+                   (RuntimeError,), True),
+    Implementation("cuda-device", "cuda", CUDA, True, _through_op("tmsgd_step"), "tmsgd_step",
+                   (RuntimeError,), True),
+    Implementation("triton-host", "triton", DEVICE, False, _through_op("tmsgd_step_triton"),
                    "tmsgd_step_triton", _TRITON_ERRORS, True),
     # On a GPU counts on the params' device take the device path through the op; on the CPU
     # (interpreter) the path is chosen below the op.
-    Implementation("triton-device", "triton", DEVICE, DEVICE,
+    Implementation("triton-device", "triton", DEVICE, True,
                    _through_op("tmsgd_step_triton") if DEVICE.type != "cpu"
                    else _triton_counts_on_device,
                    "tmsgd_step_triton" if DEVICE.type != "cpu" else None, _TRITON_ERRORS, True),
