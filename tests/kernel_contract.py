@@ -141,6 +141,11 @@ IMPLEMENTATIONS: tuple[Implementation, ...] = (
                    (RuntimeError,), True),
     Implementation("cuda-device", "cuda", CUDA, True, _through_op("tmsgd_step"), "tmsgd_step",
                    (RuntimeError,), True),
+    # The CUDA implementation run on CPU memory (tests/cuda_emulation.py; not on a CUDA torch).
+    Implementation("cuda-emulated-host", "cuda-emulated", CPU, False, _cuda_emulated(False),
+                   None, (RuntimeError,), True),
+    Implementation("cuda-emulated-device", "cuda-emulated", CPU, True, _cuda_emulated(True),
+                   None, (RuntimeError,), True),
     Implementation("triton-host", "triton", DEVICE, False, _through_op("tmsgd_step_triton"),
                    "tmsgd_step_triton", _TRITON_ERRORS, True),
     # On a GPU counts on the params' device take the device path through the op; on the CPU
