@@ -26,8 +26,8 @@ INSTEAD = ("until then TMSGD(backend='auto') runs the pure-PyTorch `torch` backe
 def rebuild_hint() -> str:
     """How to (re)build the extension for this copy of the package and the torch running now."""
     if CHECKOUT is not None:
-        return (f"build it in the checkout: `pip install -e .` in {CHECKOUT} (or `python setup.py "
-                f"build_ext --inplace` there)")
+        return (f"build it with `pip install -e .` in {CHECKOUT} (or `python setup.py build_ext "
+                f"--inplace` there)")
     return ("reinstall tmsgd-kernels from its source (its sdist or a checkout) where a C++ "
             f"compiler and this torch ({torch.__version__}) are installed: `pip install "
             "--force-reinstall --no-deps <sdist or checkout>`")
