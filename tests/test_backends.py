@@ -1,4 +1,5 @@
-"""Backend discovery and choice."""
+"""Which implementations can run, and which backend="auto" chooses
+(tmsgd_kernels/implementations.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 import tmsgd_kernels
-from tmsgd_kernels import backends
+from tmsgd_kernels import implementations
 
 
 def test_available_backends_reports_every_backend_with_a_reason():
@@ -17,11 +18,12 @@ def test_available_backends_reports_every_backend_with_a_reason():
 
 
 def test_auto_prefers_a_native_backend_and_never_interpreted_triton():
-    chosen = backends.resolve("auto", torch.device("cpu")).name
-    expected = "cpu" if backends.unavailable_reason("cpu", torch.device("cpu")) is None else "torch"
+    cpu = torch.device("cpu")
+    chosen = implementations.choose("auto", cpu)
+    expected = "cpu" if implementations.unavailable_reason("cpu", cpu) is None else "torch"
     assert chosen == expected
 
 
 def test_unknown_backend_name():
     with pytest.raises(ValueError, match="unknown backend"):
-        backends.resolve("opencl", torch.device("cpu"))
+        implementations.choose("opencl", torch.device("cpu"))

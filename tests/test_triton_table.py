@@ -1,24 +1,17 @@
-"""How the Triton backend finds its way to the tensors: the layout cache (hit while every address
-stays, rebuilt when one moves, bounded), the flat path for flattened buffers, the pointer table's
-alignment hint, and the checks that run before anything changes."""
+"""How the Triton implementation finds its way to the tensors: the layout cache (hit while every
+address stays, rebuilt when one moves, bounded), the flat path for flattened buffers, the pointer
+table's alignment hint, and tables kept for captured graphs. Every step is checked against the
+oracle by the kernel contract's harness (tests/kernel_contract.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from test_triton_step import (
-    DEVICE,
-    MODES,
-    REASON,
-    Trajectory,
-    counts_device,
-    make_params,
-    step_with,
-)
+from kernel_contract import BY_NAME, DEVICE, Run, implementations, random_params
 
-from tmsgd_kernels.step_scalars import StepScalars
-
-pytestmark = pytest.mark.skipif(REASON is not None, reason=f"triton on {DEVICE}: {REASON}")
+TRITON = implementations(lambda i: i.backend == "triton")
+HOST = BY_NAME["triton-host"]
+pytestmark = pytest.mark.skipif(HOST.reason() is not None, reason=f"triton: {HOST.reason()}")
 
 SIZES = [5, 300, 1, 206]  # 512 in all: flat, one full block (the unmasked path)
 
@@ -34,9 +27,9 @@ def changed(before: dict) -> dict:
     return {k: after[k] - before[k] for k in ("hits", "builds", "tables")}
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_layout_reused_while_tensors_stay_and_rebuilt_when_one_moves(mode):
-    run = Trajectory(make_params([(n,) for n in SIZES], torch.float32), mode, momentum=0.9)
+@pytest.mark.parametrize("implementation", TRITON)
+def test_layout_reused_while_tensors_stay_and_rebuilt_when_one_moves(implementation):
+    run = Run(implementation, random_params([(n,) for n in SIZES], torch.float32), momentum=0.9)
     grads = [torch.randn(n, device=DEVICE) for n in SIZES]
     before = stats()
     run.step(grads=grads)
@@ -68,21 +61,21 @@ def test_layout_reused_while_tensors_stay_and_rebuilt_when_one_moves(mode):
     run.steps[1] = run.steps[1].clone()
     before = stats()
     run.step(grads=grads)
-    assert changed(before)["builds"] == (1 if mode == "device" else 0)
+    assert changed(before)["builds"] == (1 if implementation.counts_on_device else 0)
 
 
-def flat_run(mode, sizes=SIZES, momentum=0.9) -> Trajectory:
-    """A Trajectory whose every list is views of one flat buffer, as flattened params give."""
+def flat_run(implementation, sizes=SIZES, momentum=0.9) -> Run:
+    """A Run whose every list is views of one flat buffer, as flattened params give."""
 
     def flat(dtype=torch.float32):
         return list(torch.zeros(sum(sizes), dtype=dtype, device=DEVICE).split(sizes))
 
     params = flat()
-    for p, value in zip(params, make_params([(n,) for n in sizes], torch.float32)):
+    for p, value in zip(params, random_params([(n,) for n in sizes], torch.float32)):
         p.copy_(value)
-    run = Trajectory(params, mode, momentum=momentum)
+    run = Run(implementation, params, momentum=momentum)
     run.delta_even, run.delta_odd = flat(), flat()
-    run.buffers = flat() if momentum else []
+    run.momentum_buffers = flat() if momentum else []
     return run
 
 
@@ -91,7 +84,7 @@ def flat_grads(sizes=SIZES):
 
 
 def test_flattened_buffers_take_the_flat_kernel_without_a_table():
-    run = flat_run("host")
+    run = flat_run(HOST)
     grads = flat_grads()
     before = stats()
     for _ in range(3):
@@ -103,7 +96,7 @@ def test_flattened_buffers_take_the_flat_kernel_without_a_table():
 
 def test_flat_buffers_with_empty_tensors_and_momentum_off():
     sizes = [0, 4, 0, 9, 0]
-    run = flat_run("host", sizes, momentum=0.0)
+    run = flat_run(HOST, sizes, momentum=0.0)
     before = stats()
     for _ in range(3):
         run.step(grads=flat_grads(sizes))
@@ -113,7 +106,7 @@ def test_flat_buffers_with_empty_tensors_and_momentum_off():
 def test_flat_buffers_with_different_counts_step_per_class_through_tables():
     """Flat needs one class of counts: a call with several launches once per class, each class
     a subset of the tensors with a layout of its own."""
-    run = flat_run("host")
+    run = flat_run(HOST)
     run.step([0, 1, 2], grads=flat_grads()[:3])
     run.step([1], grads=[torch.randn(SIZES[1], device=DEVICE)])
     before = stats()
@@ -125,7 +118,7 @@ def test_flat_buffers_with_different_counts_step_per_class_through_tables():
 def test_flat_buffers_with_counts_on_device_use_the_table():
     """The host cannot see whether device counts agree (not without a synchronization), so
     every program reads its own tensor's count through the table."""
-    run = flat_run("device")
+    run = flat_run(BY_NAME["triton-device"])
     before = stats()
     run.step(grads=flat_grads())
     run.step([0, 2], grads=flat_grads()[0::2])
@@ -133,11 +126,11 @@ def test_flat_buffers_with_counts_on_device_use_the_table():
     assert changed(before)["tables"] >= 1
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_views_that_are_not_back_to_back_use_the_table(mode):
+@pytest.mark.parametrize("implementation", TRITON)
+def test_views_that_are_not_back_to_back_use_the_table(implementation):
     storage = torch.randn(400, device=DEVICE)
     params = [storage[0:5], storage[10:310], storage[399:400]]  # gaps between them
-    run = Trajectory(params, mode)
+    run = Run(implementation, params)
     untouched = storage[5:10].clone()
     before = stats()
     run.step()
@@ -235,7 +228,7 @@ def test_tables_built_during_capture_are_used_but_never_cached(monkeypatch):
 def test_cache_stays_bounded():
     from tmsgd_kernels.triton_kernels.layout import CACHE_SIZE
 
-    run = Trajectory(make_params([(3,), (4,)], torch.float32), "host")
+    run = Run(HOST, random_params([(3,), (4,)], torch.float32))
     for _ in range(CACHE_SIZE + 3):
         run.step(grads=[torch.randn(3, device=DEVICE), torch.randn(4, device=DEVICE)],
                  check=False)
@@ -244,13 +237,13 @@ def test_cache_stays_bounded():
     run.check()
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_grads_in_another_layout_are_copied_and_not_cached(mode):
+@pytest.mark.parametrize("implementation", TRITON)
+def test_grads_in_another_layout_are_copied_and_not_cached(implementation):
     """Copies are new every step: caching their layout would only push others out."""
     from tmsgd_kernels.triton_kernels import layout
 
     layout._cache.clear()
-    run = Trajectory(make_params([(4, 6)], torch.float32), mode)
+    run = Run(implementation, random_params([(4, 6)], torch.float32))
     grad = torch.randn(6, 4, device=DEVICE).t()  # column-major, the param row-major
     before = stats()
     for _ in range(3):
@@ -258,86 +251,3 @@ def test_grads_in_another_layout_are_copied_and_not_cached(mode):
         run.step(grads=[grad])
     assert changed(before)["builds"] == 3
     assert stats()["cached"] == 0
-
-
-# ----------------------------------------------------------------------------------- checks
-
-
-def lists(mode, momentum=0.0, sizes=(3, 5)):
-    params = [torch.randn(n, device=DEVICE) for n in sizes]
-    return dict(
-        params=params,
-        grads=[torch.randn_like(p) for p in params],
-        delta_even=[torch.zeros_like(p) for p in params],
-        delta_odd=[torch.zeros_like(p) for p in params],
-        buffers=[torch.zeros_like(p) for p in params] if momentum else [],
-        steps=[torch.zeros((), dtype=torch.int64, device=counts_device(mode)) for _ in params],
-    )
-
-
-def broken(name):
-    """Each case: (what to change in the lists, the momentum, a word the error must contain)."""
-    cases = {
-        "fewer grads": (lambda t: t["grads"].pop(), 0.0, "grads"),
-        "fewer counts": (lambda t: t["steps"].pop(), 0.0, "steps"),
-        "buffers without momentum": (
-            lambda t: t.__setitem__("buffers", [torch.zeros(3, device=DEVICE)] * 2), 0.0,
-            "momentum_buffers"),
-        "no buffers with momentum": (lambda t: t.__setitem__("buffers", []), 0.9,
-                                     "momentum_buffers"),
-        "grad shape": (lambda t: t["grads"].__setitem__(1, torch.zeros(4, device=DEVICE)), 0.0,
-                       "grads[1]"),
-        "grad dtype": (lambda t: t["grads"].__setitem__(
-            0, torch.zeros(3, dtype=torch.float64, device=DEVICE)), 0.0, "grads[0]"),
-        "history dtypes differ": (lambda t: t["delta_odd"].__setitem__(
-            1, torch.zeros(5, dtype=torch.float16, device=DEVICE)), 0.0, "delta_odd[1]"),
-        "history strides": (lambda t: t["delta_even"].__setitem__(
-            1, torch.zeros(10, device=DEVICE)[::2]), 0.0, "delta_even[1]"),
-        "buffer dtype": (lambda t: t["buffers"].__setitem__(
-            0, torch.zeros(3, dtype=torch.float64, device=DEVICE)), 0.9, "momentum_buffers[0]"),
-        "strided param": (lambda t: t["params"].__setitem__(
-            1, torch.zeros(10, device=DEVICE)[::2]), 0.0, "dense"),
-        "params dtypes differ": (lambda t: t["params"].__setitem__(
-            1, torch.zeros(5, dtype=torch.float64, device=DEVICE)), 0.0, "params[1]"),
-        "integer params": (lambda t: [t[k].__setitem__(0, torch.zeros(
-            3, dtype=torch.int32, device=DEVICE)) for k in ("params", "grads")], 0.0, "int32"),
-        "float count": (lambda t: t["steps"].__setitem__(
-            0, torch.zeros((), device=t["steps"][1].device)), 0.0, "int64"),
-        "two-element count": (lambda t: t["steps"].__setitem__(
-            1, torch.zeros(2, dtype=torch.int64, device=t["steps"][0].device)), 0.0, "steps"),
-    }
-    return cases[name]
-
-
-CHECKS = ["fewer grads", "fewer counts", "buffers without momentum", "no buffers with momentum",
-          "grad shape", "grad dtype", "history dtypes differ", "history strides",
-          "buffer dtype", "strided param", "params dtypes differ", "integer params",
-          "float count", "two-element count"]
-
-
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("name", CHECKS)
-def test_bad_input_raises_before_anything_changes(name, mode):
-    change, momentum, word = broken(name)
-    tensors = lists(mode, momentum=momentum or 0.9)
-    if not momentum:
-        tensors["buffers"] = []
-    change(tensors)
-    before = [t.clone() for key in tensors for t in tensors[key]]
-    with pytest.raises((ValueError, TypeError), match=word.replace("[", r"\[")):
-        step_with(mode, tensors["params"], tensors["grads"], tensors["delta_even"],
-                  tensors["delta_odd"], tensors["buffers"], tensors["steps"],
-                  StepScalars(0.1, momentum=momentum))
-    after = [t for key in tensors for t in tensors[key]]
-    assert all(torch.equal(a, b) for a, b in zip(after, before)), "something changed"
-
-
-@pytest.mark.parametrize("what", ["grad_scale", "found_inf", "lr"])
-def test_scalar_tensors_must_have_one_element(what):
-    tensors = lists("host")
-    two = torch.ones(2, device=DEVICE)
-    scalars = StepScalars(two if what == "lr" else 0.1)
-    with pytest.raises(ValueError, match="one element"):
-        step_with("host", tensors["params"], tensors["grads"], tensors["delta_even"],
-                  tensors["delta_odd"], [], tensors["steps"], scalars,
-                  two if what == "grad_scale" else None, two if what == "found_inf" else None)
