@@ -35,7 +35,8 @@ def _native_reason(dispatch_key: str) -> str | None:
         return None
     if dispatch_key == "CUDA":
         return ("the extension was built without CUDA; rebuild it with a CUDA build of torch "
-                "and a CUDA toolkit (CUDA_HOME set, nvcc on it)")
+                "and a CUDA toolkit (CUDA_HOME set, nvcc on it): "
+                + native_extension.rebuild_hint())
     return f"the loaded extension has no {dispatch_key} implementation of the step"
 
 
@@ -136,8 +137,9 @@ def _warn_fallback(device: torch.device) -> None:
     _warned_fallback.add(device.type)
     native = "cuda" if device.type == "cuda" else "cpu"
     warnings.warn(
-        f"TMSGD(backend='auto') runs the pure-PyTorch step on {device.type}, several times "
-        f"slower than the fused `{native}` backend, because {native_extension.load_error}",
+        f"TMSGD(backend='auto') cannot use the fused `{native}` backend on {device.type} "
+        f"(several times faster than the pure-PyTorch step it runs instead): "
+        f"{native_extension.load_error}",
         RuntimeWarning,
         stacklevel=4,
     )
