@@ -29,7 +29,8 @@ export PATH="$CUDA_HOME/bin:$PATH"
 src="$VENV/src"
 mkdir -p "$src/tests"
 # -p keeps modification times, so ninja rebuilds only sources that changed since the last run.
-cp -rp csrc tmsgd_kernels triton_kernels setup.py pyproject.toml "$src/"
+# pyproject.toml's metadata names the licence and README files: setuptools reads them too.
+cp -rp csrc tmsgd_kernels triton_kernels setup.py pyproject.toml LICENSE README.md "$src/"
 cp -p tests/test_native_cuda_build.py "$src/tests/"
 (cd "$src" && rm -f tmsgd_kernels/_C*.so && "../bin/python" setup.py -q build_ext --inplace)
 echo "cuda-build: extension built after $(( $(date +%s) - start )) s"

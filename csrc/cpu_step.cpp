@@ -3,10 +3,8 @@
 // instruction set this CPU has (chosen once, at the first step), then advances every count.
 #include <ATen/Version.h>
 #include <ATen/core/Tensor.h>
-#include <torch/library.h>
 
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "cpu_kernel.h"
@@ -128,10 +126,4 @@ std::string capability_name() {
 
 }  // namespace tmsgd::cpu
 
-static_assert(std::is_same_v<decltype(tmsgd::step_entry<tmsgd::cpu::step_cpu>),
-                             tmsgd::StepSignature>,
-              "the CPU entry point must have the op's signature (csrc/step_signature.h)");
-
-TORCH_LIBRARY_IMPL(tmsgd_kernels, CPU, m) {
-  m.impl("tmsgd_step", TORCH_FN(tmsgd::step_entry<tmsgd::cpu::step_cpu>));
-}
+TMSGD_REGISTER_STEP(CPU, tmsgd::cpu::step_cpu)

@@ -20,10 +20,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
-#include <torch/library.h>
 
 #include <array>
-#include <type_traits>
 #include <vector>
 
 #include "cuda_table.h"
@@ -148,13 +146,29 @@ void step_counts_on_device(const Launcher& launcher, KernelScalars<T> args, int6
   }
 }
 
+// A one-element tensor the kernels read in T: its value, read here, when it is on the CPU (no
+// synchronization); else `given` (the value used when the tensor is absent), and `pointer` set
+// to its copy in T on the device, which `copy` keeps alive.
+template <typename T>
+T value_or_pointer(const std::optional<at::Tensor>& tensor, T given, at::Tensor& copy,
+                   const T*& pointer) {
+  if (!tensor.has_value()) {
+    return given;
+  }
+  if (tensor->is_cpu()) {
+    return tensor->item().to<T>();
+  }
+  copy = tensor->to(c10::CppTypeToScalarType<T>::value);
+  pointer = copy.data_ptr<T>();
+  return given;
+}
+
 // The scalars for opmath T, and the launches. Tensors made here (the device copies of lr,
 // grad_scale and found_inf in T / float32) stay alive until the launches are enqueued; the
 // caching allocator reuses their memory only for this stream's later work, so the kernels read
 // them safely.
 template <typename T>
 void step_typed(const Launcher& launcher, bool counts_on_host, const StepArguments& a) {
-  const auto opmath = c10::CppTypeToScalarType<T>::value;
   const StepScalars& s = a.scalars;
   KernelScalars<T> args;
   at::Tensor inf_device;
@@ -170,22 +184,9 @@ void step_typed(const Launcher& launcher, bool counts_on_host, const StepArgumen
       args.found_inf = inf_device.data_ptr<float>();
     }
   }
-  T lr = static_cast<T>(s.lr);
-  at::Tensor lr_device;
-  if (s.lr_tensor.has_value() && s.lr_tensor->is_cpu()) {
-    lr = s.lr_tensor->item().to<T>();
-  } else if (s.lr_tensor.has_value()) {
-    lr_device = s.lr_tensor->to(opmath);
-    args.lr_tensor = lr_device.data_ptr<T>();
-  }
-  T scale = T(1);
-  at::Tensor scale_device;
-  if (a.grad_scale.has_value() && a.grad_scale->is_cpu()) {
-    scale = a.grad_scale->item().to<T>();
-  } else if (a.grad_scale.has_value()) {
-    scale_device = a.grad_scale->to(opmath);
-    args.grad_scale = scale_device.data_ptr<T>();
-  }
+  at::Tensor lr_device, scale_device;
+  const T lr = value_or_pointer<T>(s.lr_tensor, static_cast<T>(s.lr), lr_device, args.lr_tensor);
+  const T scale = value_or_pointer<T>(a.grad_scale, T(1), scale_device, args.grad_scale);
   args.scalars = update_scalars<T>(s, lr, a.grad_scale.has_value(), scale);
   if (counts_on_host) {
     step_counts_on_host(launcher, args, s.momentum != 0, s.switch_step);
@@ -222,12 +223,6 @@ void step_cuda(const StepArguments& a) {
 
 }  // namespace tmsgd::cuda
 
-static_assert(std::is_same_v<decltype(tmsgd::step_entry<tmsgd::cuda::step_cuda>),
-                             tmsgd::StepSignature>,
-              "the CUDA entry point must have the op's signature (csrc/step_signature.h)");
-
-TORCH_LIBRARY_IMPL(tmsgd_kernels, CUDA, m) {
-  m.impl("tmsgd_step", TORCH_FN(tmsgd::step_entry<tmsgd::cuda::step_cuda>));
-}
+TMSGD_REGISTER_STEP(CUDA, tmsgd::cuda::step_cuda)
 
 #endif  // TMSGD_WITH_CUDA

@@ -4,15 +4,18 @@
 // their order below are the schema's.
 //
 // Every registered kernel of the op is declared from this list: the CPU and CUDA entry points
-// are step_entry<implementation> (below), the version-counter and autograd kernels
-// (version_counter.cpp) are one template instantiated with StepSignature's parameter types, and
-// each registration static_asserts that what it registers has this signature.
+// are step_entry<implementation>, registered by TMSGD_REGISTER_STEP (below), the version-counter
+// and autograd kernels (version_counter.cpp) are one template instantiated with StepSignature's
+// parameter types, and each registration static_asserts that what it registers has this
+// signature.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 
 #include <cstdint>
 #include <optional>
+#include <type_traits>
 
 // The op's parameters, types and names, in the schema's order.
 #define TMSGD_STEP_PARAMETERS                                                                  \
@@ -67,3 +70,13 @@ void step_entry(TMSGD_STEP_PARAMETERS) {
 }
 
 }  // namespace tmsgd
+
+// Registers implementation IMPLEMENTATION (a StepImplementation) as tmsgd_kernels::tmsgd_step's
+// kernel for dispatch key KEY, through step_entry, whose type is checked here at compile time.
+#define TMSGD_REGISTER_STEP(KEY, IMPLEMENTATION)                                                 \
+  static_assert(std::is_same_v<decltype(::tmsgd::step_entry<IMPLEMENTATION>),                   \
+                               ::tmsgd::StepSignature>,                                          \
+                "the " #KEY " entry point must have the op's signature (step_signature.h)");     \
+  TORCH_LIBRARY_IMPL(tmsgd_kernels, KEY, m) {                                                    \
+    m.impl("tmsgd_step", TORCH_FN(::tmsgd::step_entry<IMPLEMENTATION>));                        \
+  }

@@ -27,9 +27,9 @@ def test_extension_registers_cpu_and_cuda_implementations() -> None:
 
 
 def test_cuda_backend_reports_only_a_missing_device() -> None:
-    from tmsgd_kernels.backends import native_cuda
+    from tmsgd_kernels.implementations import unavailable_reason
 
-    reason = native_cuda.unavailable_reason(torch.device("cuda"))
+    reason = unavailable_reason("cuda", torch.device("cuda"))
     if torch.cuda.is_available():
         assert reason is None
     else:
