@@ -441,13 +441,16 @@ _PAIRS = list(DTYPE_PAIRS.values())
 # bits. torch's two paths run the same elementwise ops with a float lr; the C++ CPU kernel and
 # the Triton interpreter (numpy, which rounds every operation as the compiled kernels do) have no
 # contraction and the same order of operations (not bf16: the interpreter truncates bf16
-# stores); the CUDA kernel's two count modes are one kernel.
+# stores); the CUDA kernel's two count modes are one kernel, and run on the host (emulated) it is
+# the CPU kernel's arithmetic (tmsgd_update.h, no contraction in either build).
 AGREEMENTS = [
     ("torch-host", "torch-device", _PAIRS, None),
     ("cpu", "triton-host", [(d, h) for d, h in _PAIRS if torch.bfloat16 not in (d, h)],
      None if DEVICE.type == "cpu" else "the interpreter's arithmetic (tests/test_gpu_agreement.py "
                                        "compares cuda and triton on a GPU)"),
     ("cuda-host", "cuda-device", _PAIRS, None),
+    ("cpu", "cuda-emulated-host", _PAIRS, None),
+    ("cuda-emulated-host", "cuda-emulated-device", _PAIRS, None),
 ]
 
 
