@@ -247,16 +247,21 @@ def take_launches() -> list[Launch]:
 # ------------------------------------------------------------------------------ calling the op
 
 
-def contract_call(counts_on_device: bool) -> Callable[..., None]:
+def contract_call(counts_on_device: bool, scalars_on_device: bool = True
+                  ) -> Callable[..., None]:
     """The op on fake CUDA views of CPU tensors, called as tests/kernel_contract.py calls an
-    implementation: every tensor becomes a fake CUDA tensor, the counts only in device mode."""
+    implementation: every tensor becomes a fake CUDA tensor, the counts only in device mode, and
+    lr_tensor, grad_scale and found_inf unless `scalars_on_device` is False (the contract allows
+    them on the CPU too)."""
+    scalar = fake if scalars_on_device else (lambda tensor: tensor)
 
     def call(params, grads, delta_even, delta_odd, momentum_buffers, steps,
              scalars: StepScalars, grad_scale=None, found_inf=None) -> None:
         lists = [[fake(t) for t in tensors]
                  for tensors in (params, grads, delta_even, delta_odd, momentum_buffers)]
         counts = [fake(t) for t in steps] if counts_on_device else list(steps)
-        scalars = dataclasses.replace(scalars, lr_tensor=fake(scalars.lr_tensor))
-        ops.native_step(*lists, counts, *scalars.arguments(), fake(grad_scale), fake(found_inf))
+        scalars = dataclasses.replace(scalars, lr_tensor=scalar(scalars.lr_tensor))
+        ops.native_step(*lists, counts, *scalars.arguments(), scalar(grad_scale),
+                        scalar(found_inf))
 
     return call
