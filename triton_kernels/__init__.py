@@ -15,8 +15,8 @@ Layout, one idea per file:
     pointer_table.py    the table: per-tensor addresses and numel, block -> tensor map
     kernel_scalars.py   the step's scalars (StepScalars) as kernel arguments and flags
     element_update.py   the per-element TM-SGD step of one block (@triton.jit helpers)
-    flat_kernel.py      one range per list (flattened buffers): kernel and launch
-    table_kernel.py     any list of tensors through the pointer table: kernel and launch
+    step_kernel.py      the step kernel, and its launches over one range per list (flattened
+                        buffers) or any list of tensors through the pointer table
     count_kernel.py     the launch that advances counts kept on the device
     launch_rule.py      block size and warps (a rule, no autotuner: the step is in place)
 """

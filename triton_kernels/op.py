@@ -26,9 +26,8 @@ from tmsgd_kernels.step_contract import StepScalars
 
 from . import layout
 from .count_kernel import launch_advance_counts
-from .flat_kernel import launch_flat
 from .kernel_scalars import KernelScalars, kernel_scalars
-from .table_kernel import launch_table
+from .step_kernel import launch_flat, launch_table
 from .tensor_checks import check_call, check_host_counts
 from .tensor_lists import TensorLists
 
