@@ -295,12 +295,18 @@ class Run:
 
     def lists(self, grads: list[torch.Tensor], indices: Sequence[int] | None = None
               ) -> list[list[torch.Tensor]]:
-        """The contract's six lists (new lists of the run's tensors) for the params at `indices`
-        (default all), with `grads` for them."""
+        """The contract's lists in its order (new lists of the run's tensors, each list the
+        attribute of its name) for the params at `indices` (default all), with `grads` for
+        them."""
         indices = range(len(self.params)) if indices is None else indices
-        state = (self.params, self.delta_even, self.delta_odd, self.momentum_buffers, self.steps)
-        params, *rest = ([tensors[i] for i in indices] if tensors else [] for tensors in state)
-        return [params, list(grads), *rest]
+
+        def picked(name: str) -> list[torch.Tensor]:
+            if name == "grads":
+                return list(grads)
+            tensors = getattr(self, name)
+            return [tensors[i] for i in indices] if tensors else []
+
+        return [picked(name) for name in LIST_NAMES]
 
     def call(self, grads: list[torch.Tensor], indices: Sequence[int] | None = None,
              grad_scale: torch.Tensor | None = None, found_inf: torch.Tensor | None = None
