@@ -170,17 +170,16 @@ def _skip(implementation: Implementation) -> list:
     return [] if reason is None else [pytest.mark.skip(reason=f"{implementation.name}: {reason}")]
 
 
-def crossed(first: dict[str, tuple], second: dict[str, tuple]) -> list:
+def crossed(first: dict[str, tuple], second: dict[str, tuple], anchor: tuple[str, str]) -> list:
     """pytest params (implementation, *first's values, *second's values): the whole cross of the
     two dimensions (id -> tuple of values) for every implementation, except interpreted ones,
-    which get a covering subset (every value of each dimension, the i-th of one with the j-th of
-    the other when i and j agree modulo the smaller size): their cost is per tensor and call."""
-    size = min(len(first), len(second))
+    whose cost is per tensor and call: they get every value of each dimension with the other's
+    `anchor` value."""
     params = []
     for implementation in IMPLEMENTATIONS:
-        for i, (a, a_values) in enumerate(first.items()):
-            for j, (b, b_values) in enumerate(second.items()):
-                if implementation.interpreted and i % size != j % size:
+        for a, a_values in first.items():
+            for b, b_values in second.items():
+                if implementation.interpreted and a != anchor[0] and b != anchor[1]:
                     continue
                 params.append(pytest.param(implementation, *a_values, *b_values,
                                            marks=_skip(implementation),

@@ -30,12 +30,13 @@ F32 = torch.float32
 # is the next power of two of the largest numel, so this one fills its block and takes the
 # unmasked path a GPU takes for nearly every block.
 SHAPES = (*ODD_SHAPES, (64, 128))
-STEPS = 6
+STEPS = 8
 DTYPE_PAIRS = {f"{d}-{h}".replace("torch.", ""): (d, h) for d in DTYPES for h in DTYPES}
 
 OPTIONS = {
     "plain": {},
-    "momentum-decay-nesterov": dict(momentum=0.9, weight_decay=1e-2, nesterov=True),
+    "momentum-decay-nesterov-warmup": dict(momentum=0.9, weight_decay=1e-2, nesterov=True,
+                                           switch_step=2),
     "dampening-maximize-coefficients": dict(momentum=0.8, dampening=0.3, maximize=True,
                                             coefficients=(1.25, -0.5, 0.25)),
     "warmup-decay": dict(switch_step=3, weight_decay=1e-3),
@@ -60,7 +61,8 @@ def scalar(value: float, device=DEVICE, shape=()) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("implementation, dtype, history_dtype, options",
-                         crossed(DTYPE_PAIRS, {k: (v,) for k, v in OPTIONS.items()}))
+                         crossed(DTYPE_PAIRS, {k: (v,) for k, v in OPTIONS.items()},
+                                 anchor=("float32-float32", "momentum-decay-nesterov-warmup")))
 def test_every_dtype_pair_and_option_set(implementation, dtype, history_dtype, options):
     run = Run(implementation, random_params(SHAPES, dtype, implementation.device),
               history_dtype, **options)
@@ -110,7 +112,8 @@ SCALAR_FORMS = scalar_forms()
 
 
 @pytest.mark.parametrize("implementation, dtype, make_lr, grad_scale, shape, on_cpu",
-                         crossed({str(d): (d,) for d in DTYPES}, SCALAR_FORMS))
+                         crossed({str(d): (d,) for d in DTYPES}, SCALAR_FORMS,
+                                 anchor=(str(F32), "lr-0-dim-fp64")))
 def test_lr_grad_scale_and_skipped_steps(implementation, dtype, make_lr, grad_scale, shape,
                                          on_cpu):
     """Scaled grads are divided by grad_scale; steps with found_inf set (the first one included)
@@ -136,7 +139,7 @@ def test_found_inf_changes_nothing(implementation, scalars_on_cpu, value, shape,
     with counts that differ between tensors."""
     device = torch.device("cpu") if scalars_on_cpu else implementation.device
     run = Run(implementation, random_params(ODD_SHAPES, torch.float16, implementation.device),
-              momentum=momentum)
+              momentum=momentum, weight_decay=1e-2, nesterov=momentum != 0)
     scale = scalar(8.0, device)
 
     def skipped(indices=None):
@@ -225,8 +228,9 @@ def test_shapes(implementation, shapes):
 
 
 @pytest.mark.usefixtures("four_threads")
+@pytest.mark.parametrize("dtype", [F32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("implementation", ALL)
-def test_many_tensors(implementation):
+def test_many_tensors(implementation, dtype):
     """600 tensors, some empty: more than one pointer table of 60 tensors and more than one
     launch of 480 counts on a GPU; element ranges split mid-tensor across CPU threads."""
     if implementation.interpreted:
@@ -236,9 +240,9 @@ def test_many_tensors(implementation):
     sizes = torch.randint(0, 1500, (600,), generator=generator).tolist()
     sizes[::41] = [0] * len(sizes[::41])
     sizes[5] = 100_000  # several chunks of the CUDA kernel's grid
-    run = Run(implementation, random_params([(n,) for n in sizes], F32, implementation.device),
+    run = Run(implementation, random_params([(n,) for n in sizes], dtype, implementation.device),
               momentum=0.9, weight_decay=1e-2, nesterov=True, switch_step=1)
-    for _ in range(3):
+    for _ in range(4):
         run.step()
 
 
@@ -265,7 +269,7 @@ def test_unaligned_views(implementation, lists, dtype, history_dtype):
     run = Run(implementation, random_params(ODD_SHAPES, dtype, implementation.device),
               history_dtype, unaligned=lists, momentum=0.9, weight_decay=1e-2, nesterov=True,
               switch_step=1)
-    for _ in range(3):
+    for _ in range(4):
         run.step()
 
 
