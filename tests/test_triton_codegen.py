@@ -24,9 +24,9 @@ import tempfile
 
 import pytest
 
-SCALARS = {"count": "i64", "lr": "fp64", "lr_ptr": "*fp32", "grad_scale_ptr": "*fp32",
-           "found_inf_ptr": "*fp32", "b1": "fp64", "b2": "fp64", "momentum": "fp64",
-           "gain": "fp64", "weight_decay": "fp64", "switch_step": "i64"}
+SCALARS = {"count": "i64", "lr": "fp64", "lr_tensor_ptr": "*fp32", "grad_scale": "fp64",
+           "grad_scale_ptr": "*fp32", "found_inf_ptr": "*fp32", "b1": "fp64", "b2": "fp64",
+           "momentum": "fp64", "gain": "fp64", "weight_decay": "fp64", "switch_step": "i64"}
 # (param, history, momentum): the common cases and the widest and narrowest element types.
 CASES = [("fp32", "fp32", False), ("fp32", "fp32", True), ("bf16", "fp32", True),
          ("bf16", "bf16", True), ("fp64", "fp64", True)]
@@ -56,8 +56,7 @@ def _compile_all() -> dict:
     import triton
     import triton.language as tl
     from tmsgd_kernels.triton_kernels import launch_rule, pointer_table
-    from tmsgd_kernels.triton_kernels.flat_kernel import tmsgd_flat_kernel
-    from tmsgd_kernels.triton_kernels.table_kernel import tmsgd_table_kernel
+    from tmsgd_kernels.triton_kernels.step_kernel import tmsgd_step_kernel
     from tmsgd_kernels.triton_kernels.tensor_lists import TensorLists
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -81,12 +80,21 @@ def _compile_all() -> dict:
     def flags(param, momentum):
         return dict(HAS_MOMENTUM=momentum, NESTEROV=False, MAXIMIZE=False,
                     HAS_WEIGHT_DECAY=True, LR_ON_DEVICE=True, HAS_GRAD_SCALE=True,
+                    GRAD_SCALE_ON_DEVICE=True,
                     COMPUTE=tl.float64 if param == "fp64" else tl.float32)
 
+    def signature(param, history, table):
+        # What the launches pass: the table variant gets the table for the five pointers it
+        # does not use, the flat variant its param for the table.
+        stream = "*i64" if table else f"*{param}"
+        return dict(SCALARS, table_ptr="*i64" if table else f"*{param}", map_start="i32",
+                    param_ptr=stream, grad_ptr=stream, d1_ptr="*i64" if table else f"*{history}",
+                    d2_ptr="*i64" if table else f"*{history}", momentum_ptr=stream, numel="i64")
+
     def table(param, history, momentum, block, warps, aligned=True, on_device=True):
-        return build(tmsgd_table_kernel, dict(SCALARS, table_ptr="*i64", map_start="i32"),
+        return build(tmsgd_step_kernel, signature(param, history, True),
                      dict(flags(param, momentum), HAS_FOUND_INF=on_device, BLOCK=block,
-                          PARAM_DTYPE=types[param], HISTORY_DTYPE=types[history],
+                          TABLE=True, PARAM_DTYPE=types[param], HISTORY_DTYPE=types[history],
                           COUNTS_ON_DEVICE=on_device, ALIGNED=aligned), warps)
 
     results = {}
@@ -97,12 +105,11 @@ def _compile_all() -> dict:
         for param, history, momentum in CASES:
             case = f"{name} {param}/{history} momentum={momentum}"
             results[f"table {case}"] = table(param, history, momentum, block, warps)
-            flat = dict(SCALARS, param_ptr=f"*{param}", grad_ptr=f"*{param}",
-                        d1_ptr=f"*{history}", d2_ptr=f"*{history}", momentum_ptr=f"*{param}",
-                        numel="i64")
             results[f"flat {case}"] = build(
-                tmsgd_flat_kernel, flat,
-                dict(flags(param, momentum), HAS_FOUND_INF=False, BLOCK=block), warps)
+                tmsgd_step_kernel, signature(param, history, False),
+                dict(flags(param, momentum), HAS_FOUND_INF=False, BLOCK=block, TABLE=False,
+                     PARAM_DTYPE=types[param], HISTORY_DTYPE=types[history],
+                     COUNTS_ON_DEVICE=False, ALIGNED=False), warps)
 
     # A list that starts with a one-element param, in the launches the table kernel makes for it.
     sizes = [1, 4097, 300, 3, 65536]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from . import ops, plan_checks, torch_step
+from . import int8_history, ops, plan_checks, torch_step
 from .coefficients import PAPER_COEFFICIENTS, delta_coefficients
 from .implementations import choose
 from .overlap import check_no_overlap
@@ -22,8 +22,25 @@ def init_state(
     capturable: bool = False,
 ) -> dict[str, list[torch.Tensor]]:
     """Zero state for `params`, as lists: delta_even, delta_odd, momentum_buffers (empty when
-    momentum == 0) and steps (CPU counts, or on each param's device with capturable=True)."""
+    momentum == 0) and steps (CPU counts, or on each param's device with capturable=True).
+    history_dtype=torch.int8 needs every param to take an 8-bit history
+    (int8_history.eligible) and adds delta_even_scales and delta_odd_scales."""
     reals = [real_view(p) for p in params]
+    if history_dtype is torch.int8:
+        if not all(map(int8_history.eligible, reals)):
+            raise ValueError("history_dtype=torch.int8 takes params of 2 or more dimensions, at "
+                             f"least {int8_history.MIN_NUMEL} elements, fp32/bf16/fp16, dim 0 "
+                             "outermost in memory")
+        even = [int8_history.zeros_for(r) for r in reals]
+        odd = [int8_history.zeros_for(r) for r in reals]
+        return {
+            "delta_even": [codes for codes, _ in even], "delta_odd": [codes for codes, _ in odd],
+            "delta_even_scales": [scales for _, scales in even],
+            "delta_odd_scales": [scales for _, scales in odd],
+            "momentum_buffers": [torch.zeros_like(r) for r in reals] if momentum != 0 else [],
+            "steps": [torch.zeros((), dtype=torch.int64,
+                                  device=r.device if capturable else "cpu") for r in reals],
+        }
     return {
         "delta_even": [torch.zeros_like(r, dtype=history_dtype or r.dtype) for r in reals],
         "delta_odd": [torch.zeros_like(r, dtype=history_dtype or r.dtype) for r in reals],
@@ -61,20 +78,26 @@ def tmsgd(
     found_inf: torch.Tensor | None = None,
     backend: str = "auto",
     parity: torch_step.Parity | None = None,
+    delta_even_scales: list[torch.Tensor] | None = None,
+    delta_odd_scales: list[torch.Tensor] | None = None,
 ) -> None:
     """One TM-SGD step over `params` (one device and dtype; complex params as themselves) in
     place, with their state (from `init_state`) updated in place. The arguments are TMSGD's
     (docs/DESIGN.md section 5); `backend` is "auto" or an implementation name. `grad_scale` and
     `found_inf` are GradScaler's: gradients are divided by the first, and a non-zero second makes
     the step change nothing. `parity` is the torch implementation's record of which history slot
-    is due (torch_step.Parity), kept by the optimizer per run; others ignore it.
+    is due (torch_step.Parity), kept by the optimizer per run; others ignore it. With an 8-bit
+    history (`delta_even`/`delta_odd` int8 codes, int8_history.py) `delta_even_scales` and
+    `delta_odd_scales` are their block scales, one tensor per param.
 
     Bad arguments raise before anything changes (checked in eager mode; a traced call relies on
     the eager checks of the same call site)."""
     if not params:
         return
+    even_scales, odd_scales = delta_even_scales or [], delta_odd_scales or []
     if not torch.compiler.is_compiling():
-        _check(params, grads, delta_even, delta_odd, momentum_buffers, steps, lr=lr,
+        _check(params, grads, delta_even, delta_odd, even_scales, odd_scales, momentum_buffers,
+               steps, lr=lr,
                momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                nesterov=nesterov, maximize=maximize, coefficients=coefficients,
                switch_step=switch_step, backend=backend)
@@ -94,21 +117,31 @@ def tmsgd(
     scalars = StepScalars.make(lr, b1, b2, momentum, dampening, weight_decay, nesterov,
                                maximize, switch_step)
     if implementation == "torch":
-        torch_step.step(params, grads, delta_even, delta_odd, momentum_buffers, steps, scalars,
-                        grad_scale, found_inf, parity)
+        torch_step.step(params, grads, delta_even, delta_odd, even_scales, odd_scales,
+                        momentum_buffers, steps, scalars, grad_scale, found_inf, parity)
         return
+    if even_scales:
+        raise NotImplementedError(
+            f"the {implementation} backend has no 8-bit history kernel yet; use backend='torch' "
+            f"for history_dtype=torch.int8")
     op = ops.triton_step if implementation == "triton" else ops.native_step
     op(params, grads, delta_even, delta_odd, momentum_buffers, steps, *scalars.arguments(),
        grad_scale, found_inf)
 
 
-def _check(params, grads, delta_even, delta_odd, momentum_buffers, steps, *, momentum,
-           **hyperparameters) -> None:
+def _check(params, grads, delta_even, delta_odd, even_scales, odd_scales, momentum_buffers,
+           steps, *, momentum, **hyperparameters) -> None:
     validate_hyperparameters(dict(
         hyperparameters, momentum=momentum, history_dtype=delta_even[0].dtype if delta_even
         else None, capturable=False))
     if len({len(params), len(grads), len(delta_even), len(delta_odd), len(steps)}) != 1:
         raise ValueError("params, grads, delta_even, delta_odd and steps must have one length")
+    quantized = delta_even[0].dtype == torch.int8
+    if quantized != bool(even_scales) or quantized != bool(odd_scales) or (
+            quantized and len({len(params), len(even_scales), len(odd_scales)}) != 1):
+        raise ValueError("an int8 history needs delta_even_scales and delta_odd_scales, one "
+                         "tensor per param (init_state(..., history_dtype=torch.int8)); another "
+                         "history takes none")
     if len(momentum_buffers) != (len(params) if momentum != 0 else 0):
         raise ValueError("momentum_buffers needs one tensor per param when momentum != 0 "
                          "(init_state(..., momentum=...)) and must be empty otherwise")

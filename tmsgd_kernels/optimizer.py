@@ -159,11 +159,14 @@ class TMSGD(Optimizer):
         grads: list[torch.Tensor],
         delta_even: list[torch.Tensor],
         delta_odd: list[torch.Tensor],
+        delta_even_scales: list[torch.Tensor | None],
+        delta_odd_scales: list[torch.Tensor | None],
         momentum_buffers: list[torch.Tensor],
         steps: list[torch.Tensor],
     ) -> tuple[step_plan.Run, ...]:
         """torch.optim's hook: fill the lists with the group's params that have gradients, their
-        gradients and state, in the order of the returned runs, after checking every gradient.
+        gradients and state, in the order of the returned runs, after checking every gradient
+        (the scale lists hold None for params whose history is not 8-bit).
         torch.compile runs this eagerly while tracing, so the checks never enter a graph."""
         grads_all = [*map(step_plan.grad_of, group["params"])]
         plan = self._plan(group, grads_all)
@@ -183,6 +186,8 @@ class TMSGD(Optimizer):
             grads.extend(grads_picked)
         delta_even.extend(plan.state_tensors["delta_even"])
         delta_odd.extend(plan.state_tensors["delta_odd"])
+        delta_even_scales.extend(plan.state_tensors["delta_even_scales"])
+        delta_odd_scales.extend(plan.state_tensors["delta_odd_scales"])
         momentum_buffers.extend(plan.state_tensors.get("momentum_buffer", ()))
         steps.extend(plan.state_tensors["step"])
         return plan.runs
@@ -227,17 +232,19 @@ class TMSGD(Optimizer):
         found_inf = getattr(self, "found_inf", None)
         calls = []
         for group in self.param_groups:  # every group checked before any is stepped
-            lists: tuple[list[torch.Tensor], ...] = ([], [], [], [], [], [])
+            lists: tuple[list[torch.Tensor], ...] = ([], [], [], [], [], [], [], [])
             calls.append((group, self._init_group(group, *lists), lists))
         compiling = torch.compiler.is_compiling()
         for group_number, (group, runs, lists) in enumerate(calls):
-            for number, (implementation, start, end, fresh, indices) in enumerate(runs):
+            for number, (implementation, start, end, fresh, indices, quantized) in enumerate(
+                    runs):
                 run_lists = (list(lists) if len(runs) == 1
                              else [values[start:end] for values in lists])
                 if not compiling:  # a traced step keeps per-tensor lists
                     run_lists = step_plan.one_range_lists(self._plans[id(group)], number,
                                                           run_lists)
-                params, grads, delta_even, delta_odd, buffers, steps = run_lists
+                (params, grads, delta_even, delta_odd, even_scales, odd_scales, buffers,
+                 steps) = run_lists
                 tmsgd(params, grads, delta_even, delta_odd, buffers, steps, lr=group["lr"],
                       momentum=group["momentum"],
                       # A zero buffer and no dampening give torch's first step buf = g.
@@ -246,16 +253,18 @@ class TMSGD(Optimizer):
                       maximize=group["maximize"], coefficients=group["coefficients"],
                       switch_step=group["switch_step"], grad_scale=grad_scale,
                       found_inf=found_inf, backend=implementation,
+                      delta_even_scales=even_scales if quantized else None,
+                      delta_odd_scales=odd_scales if quantized else None,
                       # Keyed by the run's params: a compiled step whose runs differ from the
                       # current plan's finds no record (a guard fails) and retraces.
                       parity=self._parities.get((group_number, indices)))
                 if len(steps) < end - start:  # stepped as one range: copy its count
-                    others = lists[5][start + 1:end]
+                    others = lists[7][start + 1:end]
                     torch._foreach_copy_(others, [steps[0]] * len(others))
                 if fresh:
                     plan = self._plans[id(group)]
                     new_buffers = ([plan.fresh_buffers[i] for i in fresh] if plan.sharded
-                                   else lists[4][start:end])  # the DTensors, not their shards
+                                   else lists[6][start:end])  # the DTensors, not their shards
                     self._keep_fresh_buffers(group, fresh, new_buffers, found_inf)
         return loss
 

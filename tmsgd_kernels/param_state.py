@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import torch
 
+from . import int8_history
 from .local_tensors import like_param, same_distribution
 
 HISTORY_KEYS = ("delta_even", "delta_odd")
+# With an 8-bit history, each slot's block scales (int8_history.py).
+SCALE_KEYS = {"delta_even": "delta_even_scales", "delta_odd": "delta_odd_scales"}
 
 
 def real_view(tensor: torch.Tensor) -> torch.Tensor:
@@ -24,8 +27,13 @@ def real_view(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def history_dtype(group: dict, param: torch.Tensor) -> torch.dtype:
-    """The dtype a param's history is kept in: the group's history_dtype, else the param's."""
-    return group["history_dtype"] or real_view(param).dtype
+    """The dtype a param's history is kept in: the group's history_dtype, else the param's; with
+    torch.int8, the param's own dtype for params that keep a full-precision history
+    (int8_history.eligible says which)."""
+    wanted = group["history_dtype"]
+    if wanted is torch.int8 and not int8_history.eligible(real_view(param)):
+        return real_view(param).dtype
+    return wanted or real_view(param).dtype
 
 
 def step_device(group: dict, param: torch.Tensor) -> torch.device:
@@ -47,6 +55,32 @@ def _converted(value: torch.Tensor, like: torch.Tensor, dtype: torch.dtype) -> t
     """`value`'s numbers in `like`'s layout, device and distribution, as `dtype`."""
     value = like_param(value, like, "a state tensor")
     return torch.empty_like(like, dtype=dtype).copy_(value)
+
+
+def _float_slot(state: dict, key: str) -> torch.Tensor | None:
+    """The slot's values, decoded (and its scales dropped) if it holds 8-bit codes."""
+    value = state.get(key)
+    scales = state.pop(SCALE_KEYS[key], None)
+    if value is None or value.dtype != torch.int8:
+        return value
+    if scales is None:
+        raise ValueError(f"the {key} history holds int8 codes without {SCALE_KEYS[key]}")
+    return int8_history.decode_like(value, scales)
+
+
+def _fit_int8_slot(state: dict, key: str, real: torch.Tensor) -> None:
+    """Make the slot 8-bit codes and scales for `real` (encoding whatever it held)."""
+    value, scales = state.get(key), state.get(SCALE_KEYS[key])
+    if value is None:
+        state[key], state[SCALE_KEYS[key]] = int8_history.zeros_for(real)
+        return
+    if (value.dtype == torch.int8 and _fits(value, real, torch.int8)
+            and int8_history.scales_fit(scales, real)):
+        return
+    values = _float_slot(state, key)
+    codes, new_scales = int8_history.zeros_for(real)
+    int8_history.encode_like(like_param(values, real, "a state tensor"), codes, new_scales)
+    state[key], state[SCALE_KEYS[key]] = codes, new_scales
 
 
 def prepare(state: dict, param: torch.Tensor, group: dict) -> torch.Tensor | None:
@@ -78,7 +112,10 @@ def prepare(state: dict, param: torch.Tensor, group: dict) -> torch.Tensor | Non
     elif count.dtype != torch.int64 or count.device != device or count.dim() != 0:
         state["step"] = count.detach().reshape(()).to(device=device, dtype=torch.int64)
     for key in HISTORY_KEYS:
-        value = state.get(key)
+        if dtype is torch.int8:
+            _fit_int8_slot(state, key, real)
+            continue
+        value = _float_slot(state, key)
         if value is None:
             state[key] = torch.zeros_like(real, dtype=dtype)
         elif not _fits(value, real, dtype):

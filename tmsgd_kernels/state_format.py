@@ -28,11 +28,14 @@ from copy import deepcopy
 
 import torch
 
+from . import int8_history
 from .local_tensors import like_param
 from .param_state import real_view
 from .validation import validate_hyperparameters
 
 _V2 = {"step", "delta_even", "delta_odd"}
+# An 8-bit history: int8 codes under the history keys and their block scales (int8_history.py).
+_INT8 = _V2 | {"delta_even_scales", "delta_odd_scales"}
 _V1 = {"step", "d1", "d2"}
 _OPTIONAL = {"momentum_buffer"}
 _INT64_MAX = 2**63 - 1
@@ -66,6 +69,33 @@ def _tensor(value: object, param: torch.Tensor, index: object, key: str) -> torc
         raise ValueError(f"{what} has dtype {value.dtype}, not floating point")
     value = like_param(value.detach(), param, what)
     return value.to(device=param.device, copy=True)
+
+
+def _int8_slot(saved: dict, param: torch.Tensor, index: object, key: str
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """An 8-bit history slot: int8 codes shaped like the param and fp32 block scales shaped as
+    int8_history makes them for it (loaded onto its device and distribution)."""
+    codes, scales, scales_key = saved[key], saved[f"{key}_scales"], f"{key}_scales"
+    real = real_view(param)
+    rows = int8_history.rows_of(real)
+    for value, name in ((codes, key), (scales, scales_key)):
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{_where(index)}: {name!r} must be a tensor, got "
+                             f"{type(value).__name__}")
+        _readable(value, f"{_where(index)}: {name!r}")
+    if codes.dtype != torch.int8 or codes.shape != real.shape:
+        raise ValueError(f"{_where(index)}: {key!r} must hold int8 codes of shape "
+                         f"{tuple(real.shape)}, got {codes.dtype} of shape {tuple(codes.shape)}")
+    if rows is None:
+        raise ValueError(f"{_where(index)}: {key!r} is an 8-bit history, which a parameter of "
+                         f"shape {tuple(real.shape)} and dtype {real.dtype} does not take")
+    expected = int8_history.scales_shape(*rows)
+    if scales.dtype != torch.float32 or tuple(scales.shape) != expected:
+        raise ValueError(f"{_where(index)}: {scales_key!r} must be float32 of shape {expected}, "
+                         f"got {scales.dtype} of shape {tuple(scales.shape)}")
+    codes = like_param(codes.detach(), param, f"{_where(index)}: {key!r}").to(
+        device=param.device, copy=True)
+    return codes, int8_history.scales_like(scales.detach(), param)
 
 
 def _count(value: object, index: object) -> int:
@@ -103,6 +133,10 @@ def _param_state(saved: object, param: torch.Tensor, index: object, capturable: 
         steps = _count(saved["step"], index)
         even = _tensor(saved["delta_even"], param, index, "delta_even")
         odd = _tensor(saved["delta_odd"], param, index, "delta_odd")
+    elif keys - _OPTIONAL == _INT8:
+        steps = _count(saved["step"], index)
+        even = _int8_slot(saved, param, index, "delta_even")
+        odd = _int8_slot(saved, param, index, "delta_odd")
     elif keys - _OPTIONAL == _V1:
         steps = _count(saved["step"], index)
         newest = _tensor(saved["d1"], param, index, "d1")
@@ -112,12 +146,16 @@ def _param_state(saved: object, param: torch.Tensor, index: object, capturable: 
     else:
         raise ValueError(
             f"{_where(index)} has keys {sorted(map(str, keys))}; TMSGD loads its own format "
-            f"{sorted(_V2 | _OPTIONAL)}, its version-1 format {sorted(_V1 | _OPTIONAL)} and "
-            f"torch.optim.SGD's {sorted(_OPTIONAL)}")
+            f"{sorted(_V2 | _OPTIONAL)} (with an 8-bit history {sorted(_INT8 | _OPTIONAL)}), "
+            f"its version-1 format {sorted(_V1 | _OPTIONAL)} and torch.optim.SGD's "
+            f"{sorted(_OPTIONAL)}")
     device = param.device if capturable else torch.device("cpu")
     state = {"step": torch.tensor(steps, dtype=torch.int64, device=device)}
     real = real_view(param)
-    if even is not None:
+    if isinstance(even, tuple):  # 8-bit codes and scales
+        state["delta_even"], state["delta_even_scales"] = even
+        state["delta_odd"], state["delta_odd_scales"] = odd
+    elif even is not None:
         state["delta_even"], state["delta_odd"] = even, odd
     else:
         state["delta_even"] = torch.zeros_like(real)

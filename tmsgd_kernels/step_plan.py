@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from itertools import repeat
 from operator import attrgetter, is_not, itemgetter
 
+import torch
+
 from . import flatten
 from .implementations import choose
-from .local_tensors import is_dtensor, locals_of
-from .param_state import prepare
+from .local_tensors import is_dtensor, local, locals_of
+from .param_state import SCALE_KEYS, history_dtype, prepare
 from .plan_checks import layout_fingerprint, same_state_objects
 from .torch_step import Parity
 from .validation import validate_gradient
@@ -43,12 +45,13 @@ def options(group: dict) -> tuple:
 
 
 # A run: entries [start, end) of a plan's lists, stepped by one `functional.tmsgd` call, as a
-# plain tuple (implementation, start, end, fresh, indices), which torch.compile takes as a
-# constant. `indices` are the group indices of the run's params. `fresh` repeats them for a run
-# of params whose momentum buffer was just created after they had taken steps
-# (param_state.prepare): such a run is stepped with dampening 0 and its buffers enter the state
-# afterwards; it is () for every other run.
-Run = tuple[str, int, int, tuple[int, ...], tuple[int, ...]]
+# plain tuple (implementation, start, end, fresh, indices, quantized), which torch.compile takes
+# as a constant. `indices` are the group indices of the run's params; `quantized`: their history
+# is 8-bit (int8_history.py), with scales in the plan's scale lists (None for other params).
+# `fresh` repeats `indices` for a run of params whose momentum buffer was just created after they
+# had taken steps (param_state.prepare): such a run is stepped with dampening 0 and its buffers
+# enter the state afterwards; it is () for every other run.
+Run = tuple[str, int, int, tuple[int, ...], tuple[int, ...], bool]
 
 
 @dataclass
@@ -96,9 +99,11 @@ def select(group: dict, group_number: int) -> dict[tuple, list[int]]:
             continue
         seen.add(id(param))
         validate_gradient(param, param.grad, f"group {group_number}, parameter {index}")
-        # Complex params run apart from real ones of the same precision: a call takes real
-        # views of all its params or of none.
-        indices_by_run.setdefault((param.device, param.dtype), []).append(index)
+        # Complex params run apart from real ones of the same precision (a call takes real
+        # views of all its params or of none), 8-bit histories apart from others (one history
+        # dtype per call).
+        quantized = history_dtype(group, param) is torch.int8
+        indices_by_run.setdefault((param.device, param.dtype, quantized), []).append(index)
     return indices_by_run
 
 
@@ -106,7 +111,7 @@ def build(group: dict, indices_by_run: dict[tuple, list[int]], state) -> GroupPl
     """Make the selected params' state fit them and order them in runs (changes state only)."""
     params_by_index = group["params"]
     implementations = {device: choose(group["backend"], device)
-                       for device, _ in indices_by_run}
+                       for device, _, _ in indices_by_run}
     fresh = {}
     for indices in indices_by_run.values():
         for index in indices:
@@ -115,7 +120,7 @@ def build(group: dict, indices_by_run: dict[tuple, list[int]], state) -> GroupPl
             if buffer is not None:
                 fresh[index] = buffer
     runs, order, parities = [], [], {}
-    for (device, _), indices in indices_by_run.items():
+    for (device, _, quantized), indices in indices_by_run.items():
         implementation = implementations[device]
         # Params whose momentum starts now get a call of their own (see Run).
         for fresh_run in (False, True):
@@ -126,25 +131,28 @@ def build(group: dict, indices_by_run: dict[tuple, list[int]], state) -> GroupPl
                 parities[tuple(members)] = Parity([state[params_by_index[i]]["step"]
                                               for i in members])
             runs.append((implementation, len(order), len(order) + len(members),
-                         tuple(members) if fresh_run else (), tuple(members)))
+                         tuple(members) if fresh_run else (), tuple(members), quantized))
             order.extend(members)
     params = [params_by_index[i] for i in order]
     sharded = any(map(is_dtensor, params))
     flat = {}
-    for number, (_, start, end, fresh_run, _) in enumerate(runs):
+    for number, (_, start, end, fresh_run, _, quantized) in enumerate(runs):
         members = params[start:end]
-        if not fresh_run and not sharded and len(members) > 1:
+        if not fresh_run and not sharded and not quantized and len(members) > 1:
             flat_run = flatten.flat_run(members, [state[p] for p in members],
                                         group["momentum"] != 0)
             if flat_run is not None:
                 flat[number] = flat_run
     state_dicts = [state[p] for p in params]
     tensors = {key: [s[key] for s in state_dicts] for key in _STATE_KEYS}
+    for key in SCALE_KEYS.values():
+        tensors[key] = [s.get(key) for s in state_dicts]
     if group["momentum"] != 0:
         tensors["momentum_buffer"] = [fresh[i] if i in fresh else state[params_by_index[i]][
             "momentum_buffer"] for i in order]
     if sharded:
-        tensors = {key: locals_of(values) for key, values in tensors.items()}
+        tensors = {key: [None if v is None else local(v) for v in values]
+                   for key, values in tensors.items()}
     return GroupPlan(
         group_params=group["params"],
         options=options(group),
@@ -170,5 +178,5 @@ def one_range_lists(plan: GroupPlan, number: int, sliced: list) -> list:
     if flat is None or not flat.still_matches(sliced[1]):
         return sliced
     buffers = [] if flat.momentum_buffer is None else [flat.momentum_buffer]
-    return [[flat.param], [flat.grad], [flat.delta_even], [flat.delta_odd], buffers,
-            sliced[5][:1]]
+    return [[flat.param], [flat.grad], [flat.delta_even], [flat.delta_odd], [], [], buffers,
+            sliced[7][:1]]

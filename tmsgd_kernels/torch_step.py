@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from . import int8_history
 from .step_contract import StepScalars
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -34,6 +35,8 @@ def step(
     grads: list[torch.Tensor],
     delta_even: list[torch.Tensor],
     delta_odd: list[torch.Tensor],
+    delta_even_scales: list[torch.Tensor],
+    delta_odd_scales: list[torch.Tensor],
     momentum_buffers: list[torch.Tensor],
     steps: list[torch.Tensor],
     scalars: StepScalars,
@@ -43,14 +46,14 @@ def step(
 ) -> None:
     """The contract's step; `parity` (see the module docstring) is read while tracing and
     advanced after every step."""
+    lists = (params, grads, delta_even, delta_odd, delta_even_scales, delta_odd_scales,
+             momentum_buffers, steps)
     on_device = torch.compiler.is_compiling() or (steps and steps[0].device.type != "cpu")
     if on_device:
         odd_slot = parity.odd if parity is not None and torch.compiler.is_compiling() else None
-        device_step(params, grads, delta_even, delta_odd, momentum_buffers, steps, scalars,
-                    grad_scale, found_inf, odd_slot)
+        device_step(*lists, scalars, grad_scale, found_inf, odd_slot)
     else:
-        host_step(params, grads, delta_even, delta_odd, momentum_buffers, steps, scalars,
-                  grad_scale, found_inf)
+        host_step(*lists, scalars, grad_scale, found_inf)
     if parity is not None:
         parity.advance(found_inf)
 
@@ -87,8 +90,8 @@ def _check_grads(params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
 # ----------------------------------------------------------------------------- host path
 
 
-def host_step(params, grads, delta_even, delta_odd, momentum_buffers, steps, scalars,
-              grad_scale=None, found_inf=None) -> None:
+def host_step(params, grads, delta_even, delta_odd, delta_even_scales, delta_odd_scales,
+              momentum_buffers, steps, scalars, grad_scale=None, found_inf=None) -> None:
     """The eager step for counts on the CPU (see the module docstring).
 
     A tensor lr or found_inf is read on the host: free for CPU tensors, one synchronization for
@@ -102,7 +105,8 @@ def host_step(params, grads, delta_even, delta_odd, momentum_buffers, steps, sca
     # CPU counts: one .item() each costs ~23 us for 161 tensors, torch.stack(...).tolist()
     # ~47 us (2-core AMD EPYC, torch 2.13); neither waits on a device.
     counts = list(map(torch.Tensor.item, steps))
-    lists = (params, grads, delta_even, delta_odd, momentum_buffers)
+    lists = (params, grads, delta_even, delta_odd, delta_even_scales, delta_odd_scales,
+             momentum_buffers)
     if counts.count(counts[0]) == len(counts):  # the usual case: one count for all
         _host_group(*lists, *_host_key(counts[0], scalars), scalars, lr, grad_scale)
     else:
@@ -119,8 +123,8 @@ def _host_key(count: int, scalars: StepScalars) -> tuple[bool, bool, bool]:
     return count % 2 == 1, scalars.momentum != 0 and count == 0, count >= scalars.switch_step
 
 
-def _host_group(params, grads, delta_even, delta_odd, buffers, odd, first, multistep,
-                scalars, lr, grad_scale) -> None:
+def _host_group(params, grads, delta_even, delta_odd, even_scales, odd_scales, buffers, odd,
+                first, multistep, scalars, lr, grad_scale) -> None:
     opmath = _opmath(params[0].dtype)
     u = _host_direction(params, grads, opmath, scalars, grad_scale)
     if buffers:
@@ -138,15 +142,22 @@ def _host_group(params, grads, delta_even, delta_odd, buffers, odd, first, multi
         u = torch._foreach_add(u, new, alpha=scalars.momentum) if scalars.nesterov else new
 
     d2, d1 = (delta_odd, delta_even) if odd else (delta_even, delta_odd)
+    s2, s1 = (odd_scales, even_scales) if odd else (even_scales, odd_scales)
     if multistep:
-        d_new = _widened(d2, torch.promote_types(d2[0].dtype, opmath))
+        # An 8-bit history is decoded to fp32 first (new tensors, so the math runs on them).
+        values2 = list(map(int8_history.decode, d2, s2)) if s2 else d2
+        values1 = list(map(int8_history.decode, d1, s1)) if s1 else d1
+        d_new = _widened(values2, torch.promote_types(values2[0].dtype, opmath))
         torch._foreach_mul_(d_new, scalars.b2)
-        torch._foreach_add_(d_new, d1, alpha=scalars.b1)
+        torch._foreach_add_(d_new, values1, alpha=scalars.b1)
         torch._foreach_add_(d_new, u, alpha=-lr)
     else:
         # Warm-up: SGD's step, not 0 * history - lr * u (0 * inf would be NaN).
         d_new = torch._foreach_mul(u, -lr)
-    if d_new is not d2:
+    if s2:
+        for values, codes, scales in zip(d_new, d2, s2):
+            int8_history.encode_into(values, codes, scales)
+    elif d_new is not d2:
         torch._foreach_copy_(d2, d_new)
     torch._foreach_add_(params, d_new)
 
@@ -175,8 +186,9 @@ def _widened(tensors: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tens
 # --------------------------------------------------------------------------- device path
 
 
-def device_step(params, grads, delta_even, delta_odd, momentum_buffers, steps, scalars,
-                grad_scale=None, found_inf=None, odd_slot=None) -> None:
+def device_step(params, grads, delta_even, delta_odd, delta_even_scales, delta_odd_scales,
+                momentum_buffers, steps, scalars, grad_scale=None, found_inf=None,
+                odd_slot=None) -> None:
     """The step with every count-dependent choice made on the device (see the module
     docstring): no host read, no data-dependent Python branch, so torch.compile traces it
     whole and CUDA graphs can capture it."""
@@ -191,14 +203,44 @@ def device_step(params, grads, delta_even, delta_odd, momentum_buffers, steps, s
     scale = None if grad_scale is None else grad_scale.reshape(()).to(opmath)
     keep = None if found_inf is None else found_inf.reshape(()) == 0
     buffers = momentum_buffers or [None] * len(params)
-    for p, g, even, odd, buf, count in zip(params, grads, delta_even, delta_odd, buffers, steps):
+    even_scales = delta_even_scales or [None] * len(params)
+    odd_scales = delta_odd_scales or [None] * len(params)
+    for p, g, even, odd, even_scale, odd_scale, buf, count in zip(
+            params, grads, delta_even, delta_odd, even_scales, odd_scales, buffers, steps):
         # .to: under torch.compile the counts of a capturable=False step are still on the CPU.
         count = count.reshape(()).to(p.device)
-        _device_one(p, g, even, odd, buf, count, opmath, scalars, lr, scale, keep, odd_slot)
+        _device_one(p, g, _Slot(even, even_scale), _Slot(odd, odd_scale), buf, count, opmath,
+                    scalars, lr, scale, keep, odd_slot)
     torch._foreach_add_(steps, 1 if keep is None else keep.to(steps[0]))
 
 
-def _device_one(p, g, even, odd, buf, count, opmath, scalars, lr, scale, keep,
+class _Slot:
+    """One history slot of one param: a tensor of the history dtype, or 8-bit codes and their
+    block scales (int8_history.py)."""
+
+    def __init__(self, values: torch.Tensor, scales: torch.Tensor | None) -> None:
+        self.values, self.scales = values, scales
+
+    def read(self) -> torch.Tensor:
+        if self.scales is None:
+            return self.values
+        return int8_history.decode(self.values, self.scales)
+
+    def write(self, d_new: torch.Tensor, where: torch.Tensor | None) -> None:
+        """Store `d_new` here where `where` holds (everywhere when None)."""
+        if self.scales is None:
+            self.values.copy_(d_new if where is None else torch.where(where, d_new, self.values))
+            return
+        codes, scales = torch.empty_like(self.values), torch.empty_like(self.scales)
+        int8_history.encode_into(d_new, codes, scales)
+        if where is not None:
+            codes = torch.where(where, codes, self.values)
+            scales = torch.where(where, scales, self.scales)
+        self.values.copy_(codes)
+        self.scales.copy_(scales)
+
+
+def _device_one(p, g, even: _Slot, odd: _Slot, buf, count, opmath, scalars, lr, scale, keep,
                 odd_slot) -> None:
     u = g.to(opmath)
     if scale is not None:
@@ -213,16 +255,17 @@ def _device_one(p, g, even, odd, buf, count, opmath, scalars, lr, scale, keep,
         buf.copy_(new if keep is None else torch.where(keep, new, buf))
         u = torch.add(u, new, alpha=scalars.momentum) if scalars.nesterov else new
 
+    even_values, odd_values = even.read(), odd.read()
     if odd_slot is None:
         is_odd = count % 2 == 1
-        d2 = torch.where(is_odd, odd, even)
-        d1 = torch.where(is_odd, even, odd)
+        d2 = torch.where(is_odd, odd_values, even_values)
+        d1 = torch.where(is_odd, even_values, odd_values)
     else:
         # The caller's record of the parity must be the count's: a count edited in place
         # behind the optimizer's back fails here instead of stepping the wrong slot.
         torch._assert_async(count % 2 == int(odd_slot),
                             "TMSGD: a step count changed outside step() and load_state_dict()")
-        d2, d1 = (odd, even) if odd_slot else (even, odd)
+        d2, d1 = (odd_values, even_values) if odd_slot else (even_values, odd_values)
     multi = d2.to(torch.promote_types(d2.dtype, opmath)) * scalars.b2
     multi = torch.add(multi, d1, alpha=scalars.b1)
     scaled = u * lr if isinstance(lr, torch.Tensor) else None
@@ -233,12 +276,12 @@ def _device_one(p, g, even, odd, buf, count, opmath, scalars, lr, scale, keep,
         d_new = torch.where(count >= scalars.switch_step, d_new, sgd)
 
     if odd_slot is not None:
-        d2.copy_(d_new if keep is None else torch.where(keep, d_new, d2))
+        (odd if odd_slot else even).write(d_new, keep)
     else:
         write_odd = is_odd if keep is None else is_odd & keep
         write_even = ~is_odd if keep is None else ~is_odd & keep
-        even.copy_(torch.where(write_even, d_new, even))
-        odd.copy_(torch.where(write_odd, d_new, odd))
+        even.write(d_new, write_even)
+        odd.write(d_new, write_odd)
     if keep is None:
         p.add_(d_new)
     else:

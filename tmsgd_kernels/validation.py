@@ -4,15 +4,16 @@ type for gradients, RuntimeError, whoever finds the problem)."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
-from . import plan_checks
-from .coefficients import validate_coefficients
+from . import int8_history, plan_checks
+from .coefficients import delta_coefficients, validate_coefficients
 from .implementations import BACKEND_NAMES
 from .local_tensors import describe, same_distribution
 
-HISTORY_DTYPES = (None, torch.float32, torch.float64, torch.bfloat16, torch.float16)
+HISTORY_DTYPES = (None, torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int8)
 PARAM_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 _INT64_MAX = 2**63 - 1
 
@@ -63,8 +64,21 @@ def validate_hyperparameters(options: dict) -> None:
     if options["history_dtype"] not in HISTORY_DTYPES:
         raise ValueError(f"history_dtype must be one of {HISTORY_DTYPES}, got "
                          f"{options['history_dtype']!r}")
+    if options["history_dtype"] is torch.int8:
+        _warn_if_int8_errors_add_up(options["coefficients"])
     if options["backend"] not in BACKEND_NAMES:
         raise ValueError(f"unknown backend {options['backend']!r}; choose one of {BACKEND_NAMES}")
+
+
+def _warn_if_int8_errors_add_up(coefficients) -> None:
+    b1, b2 = delta_coefficients(tuple(float(c) for c in coefficients))
+    factor = int8_history.error_factor(b1, b2)
+    if factor > int8_history.MAX_ERROR_FACTOR:
+        warnings.warn(
+            f"history_dtype=torch.int8 with coefficients {tuple(coefficients)}: a storage error "
+            f"in the history moves the weights by {factor:.3g} times itself in the long run "
+            f"(the paper's coefficients: 0), so 8-bit rounding errors add up; prefer a bf16 or "
+            f"fp32 history for these coefficients", RuntimeWarning, stacklevel=4)
 
 
 def check_gradients(params: list[torch.Tensor], grads: list[torch.Tensor], where: str) -> None:
