@@ -9,8 +9,10 @@ from oracle import OracleParam, Tolerance, assert_close, oracle_step
 
 from tmsgd_kernels import TMSGD
 
+# ODD_SHAPES, Tolerance and assert_close are imported from here by optimizer-level tests.
 __all__ = ["ODD_SHAPES", "Tolerance", "assert_close", "make_grads", "make_params",
            "run_against_oracle"]
+
 
 def _randn(shape, generator) -> torch.Tensor:
     return torch.randn(shape, generator=generator, dtype=torch.float64)
