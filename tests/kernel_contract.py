@@ -25,7 +25,7 @@ CPU = torch.device("cpu")
 LIST_NAMES = tuple(name for name, _ in TENSOR_LISTS)
 
 # ------------------------------------------------------------------ the entry points, in one place
-# The layer above the kernels is being rebuilt: every import of it is here.
+# Every function of the package the harness calls, imported here (when first called).
 
 
 def _unavailable_reason(backend: str, device: torch.device) -> str | None:
@@ -59,11 +59,18 @@ def _op(name: str):
     return getattr(torch.ops.tmsgd_kernels, name).default
 
 
+def _split(arguments: tuple) -> tuple[list, StepScalars, torch.Tensor | None,
+                                       torch.Tensor | None]:
+    """(the contract's lists, scalars, grad_scale, found_inf) of an implementation's call."""
+    lists, (scalars, *optional) = list(arguments[:len(LIST_NAMES)]), arguments[len(LIST_NAMES):]
+    grad_scale, found_inf = [*optional, None, None][:2]
+    return lists, scalars, grad_scale, found_inf
+
+
 def _through_op(name: str) -> Callable[..., None]:
-    def call(params, grads, delta_even, delta_odd, momentum_buffers, steps, scalars,
-             grad_scale=None, found_inf=None) -> None:
-        _op(name)(params, grads, delta_even, delta_odd, momentum_buffers, steps,
-                  *scalars.arguments(), grad_scale, found_inf)
+    def call(*arguments) -> None:
+        lists, scalars, grad_scale, found_inf = _split(arguments)
+        _op(name)(*lists, *scalars.arguments(), grad_scale, found_inf)
 
     return call
 
@@ -79,15 +86,14 @@ def _cuda_emulated(counts_on_device: bool) -> Callable[..., None]:
     return call
 
 
-def _triton_counts_on_device(params, grads, delta_even, delta_odd, momentum_buffers, steps,
-                             scalars, grad_scale=None, found_inf=None) -> None:
+def _triton_counts_on_device(*arguments) -> None:
     """The Triton device path on CPU tensors (interpreter), where counts on the params' device
     are on the CPU too and the op would take the host path: called below the op."""
     from tmsgd_kernels.triton_kernels import op
     from tmsgd_kernels.triton_kernels.tensor_lists import TensorLists
 
-    lists = TensorLists(params, grads, delta_even, delta_odd, momentum_buffers, steps)
-    op.run(lists, scalars, grad_scale, found_inf, counts_on_device=True)
+    lists, scalars, grad_scale, found_inf = _split(arguments)
+    op.run(TensorLists(*lists), scalars, grad_scale, found_inf, counts_on_device=True)
 
 
 # ------------------------------------------------------------------------------ implementations
@@ -95,8 +101,8 @@ def _triton_counts_on_device(params, grads, delta_even, delta_odd, momentum_buff
 
 @dataclass(frozen=True)
 class Implementation:
-    """One way to run the step: `call(params, grads, delta_even, delta_odd, momentum_buffers,
-    steps, scalars, grad_scale, found_inf)` on params on `device`, with the counts on the CPU
+    """One way to run the step: `call(*lists, scalars, grad_scale, found_inf)`, the lists in the
+    contract's order (step_contract.TENSOR_LISTS), on params on `device`, with the counts on the CPU
     (the host reads them and decides) or, `counts_on_device`, on the params' device (the step
     reads them there: the capturable path)."""
 
@@ -253,6 +259,9 @@ class Run:
                            for p in self.params]
         self.delta_odd = [self._state(p, "delta_odd", self.history_dtype, 0.0)
                           for p in self.params]
+        # The block scales of an 8-bit history: none for a float history.
+        self.delta_even_scales: list[torch.Tensor] = []
+        self.delta_odd_scales: list[torch.Tensor] = []
         self.momentum_buffers = [
             self._state(p, "momentum_buffers", dtype, float("nan") if c == 0 else 0.0)
             for p, c in zip(self.params, counts)] if self.momentum else []
@@ -379,8 +388,8 @@ class Run:
 
     def tensors(self) -> list[torch.Tensor]:
         """Everything a step may write."""
-        return [*self.params, *self.delta_even, *self.delta_odd, *self.momentum_buffers,
-                *self.steps]
+        return [*self.params, *self.delta_even, *self.delta_odd, *self.delta_even_scales,
+                *self.delta_odd_scales, *self.momentum_buffers, *self.steps]
 
     def snapshot(self) -> list[torch.Tensor]:
         return [t.clone() for t in self.tensors()]

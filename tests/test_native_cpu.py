@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from kernel_contract import BY_NAME
+from kernel_contract import BY_NAME, LIST_NAMES
 
 from tmsgd_kernels import native_extension
 from tmsgd_kernels.coefficients import PAPER_COEFFICIENTS, delta_coefficients
@@ -29,7 +29,7 @@ def test_empty_lists_are_not_a_call():
     then does nothing."""
     cpu = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
     scalars = StepScalars.make(0.1, *delta_coefficients(PAPER_COEFFICIENTS), momentum=0.9)
-    CPU.overload().redispatch(cpu, [], [], [], [], [], [], *scalars.arguments(), None, None)
+    CPU.overload().redispatch(cpu, *([] for _ in LIST_NAMES), *scalars.arguments(), None, None)
 
 
 # ATEN_CPU_CAPABILITY caps which copy the op picks; each copy the CPU has runs the contract.

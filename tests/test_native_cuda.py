@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernel_contract import BY_NAME, ODD_SHAPES, Run, assert_bitwise_equal, random_params
+from kernel_contract import (
+    BY_NAME,
+    LIST_NAMES,
+    ODD_SHAPES,
+    Run,
+    assert_bitwise_equal,
+    random_params,
+)
 
 from tmsgd_kernels import native_extension
 from tmsgd_kernels.coefficients import PAPER_COEFFICIENTS, delta_coefficients
@@ -78,7 +85,8 @@ def test_64_bit_indexing(implementation):
     even, odd = torch.zeros_like(w), torch.zeros_like(w)
     step = torch.zeros((), dtype=torch.int64, device=implementation.counts_device)
     scalars = StepScalars.make(0.5, *delta_coefficients(PAPER_COEFFICIENTS))
-    implementation.call([w], [g], [even], [odd], [], [step], scalars)
+    lists = dict(params=[w], grads=[g], delta_even=[even], delta_odd=[odd], steps=[step])
+    implementation.call(*(lists.get(name, []) for name in LIST_NAMES), scalars)
     # First step, zero history: d_new = -lr * g = -0.25 everywhere, W = 0.75 (exact in bf16).
     for piece in (w[:4099], w[(1 << 31) - 5:], w[-4099:]):
         assert torch.all(piece == 0.75)
