@@ -25,7 +25,8 @@ SOURCES := setup.py pyproject.toml requirements-test.txt tmsgd_kernels/_version.
 	$(wildcard build_backend/*.py) \
 	$(wildcard csrc/*.cpp csrc/*.h csrc/*.cu csrc/*/*.cpp)
 
-.PHONY: setup run bench test lint experiments experiments-full auxvar auxvar-full clean gpu-check
+.PHONY: setup run bench test lint experiments experiments-full auxvar auxvar-full clean gpu-check \
+	emulate-sanitize
 
 setup: $(STAMP)
 
@@ -76,15 +77,28 @@ auxvar-full: setup
 lint: setup
 	$(PY) -m ruff check .
 
-# Everything that needs a GPU (bench/gpu_check/run.py): build for this GPU, the test suite on it,
-# compute-sanitizer over both GPU kernels, the GPU benchmarks; output in $OUT or
-# bench/results/gpu_check. Runs on the machine's own Python (no venv; only this package is
-# installed, editable, without network); on a fresh machine in three calls:
-# GPU_CHECK_ARGS="--stages build,test", then build,sanitize, then build,bench.
-# `make gpu-check --dry-run` (or -n) prints the commands and runs their CPU parts.
+# Everything that needs a GPU in one call that fits a device lease (bench/gpu_check/run.py):
+# build for this GPU, a compute-sanitizer probe, the GPU tests, the benchmark, the sanitizers
+# and the rest of the suite, in that order, each stage with its own limit, all within
+# GPU_CHECK_BUDGET seconds; four files in $OUT (else bench/results/gpu_check): summary.json,
+# bench.json, bench.png, logs.tar.gz. Runs on the machine's own Python (no venv; only this
+# package is installed, editable, without network).
+# `make gpu-check --dry-run` (or -n) prints the plan and runs its CPU parts.
 GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_CHECK_BUDGET ?= 540
 gpu-check:
-	+$(GPU_PYTHON) bench/gpu_check/run.py $(if $(findstring n,$(firstword -$(MAKEFLAGS))),--dry-run) $(GPU_CHECK_ARGS)
+	+$(GPU_PYTHON) bench/gpu_check/run.py --budget $(GPU_CHECK_BUDGET) $(if $(findstring n,$(firstword -$(MAKEFLAGS))),--dry-run)
+
+# The CUDA kernel run on the CPU (tests/cuda_emulation.py) built with AddressSanitizer and
+# UndefinedBehaviorSanitizer: the emulation's tests with the sanitizer runtimes preloaded into
+# Python (CI runs it; `make test` runs the plain build). --capture=sys: a sanitizer's report,
+# written to the process's stderr as it ends it, is not swallowed by pytest's capture.
+SANITIZER_RUNTIMES = $$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)
+emulate-sanitize: setup
+	LD_PRELOAD="$(SANITIZER_RUNTIMES)" ASAN_OPTIONS=detect_leaks=0 \
+		UBSAN_OPTIONS=print_stacktrace=1 TMSGD_EMULATION_VARIANT=sanitize \
+		$(PY) -m pytest -q -p no:logging --capture=sys $(PYTEST_ARGS) \
+		tests/test_cuda_emulation.py tests/test_kernel_contract.py -k emulat
 
 clean:
 	rm -rf build *.egg-info tmsgd_kernels/*.so .setup-current-python $(VENV)

@@ -2,8 +2,10 @@
 its `cuda` and `triton` backends (counts on the host, and capturable) and on the `torch`
 fallback, against torch.optim.SGD (foreach, fused) and the copy ceiling (a device-to-device copy
 of the case's size, counting bytes read and written), all in one run. Timed with
-triton.testing.do_bench (CUDA events, median). Cases: a flat fp32 buffer (no momentum, momentum,
-bf16 history) and the parameter lists of ResNet-50 (161 tensors) and GPT-2 small (148).
+triton.testing.do_bench (CUDA events, median). Cases, in this order: a flat fp32 buffer of 64M
+elements, the parameter list of ResNet-50 (161 tensors), the flat buffer with momentum and with
+bf16 history, and GPT-2 small's list (148); bench.json and bench.png are rewritten after each
+case, so a run stopped by its time limit keeps the cases it finished.
 
 Also records what the compiled kernels got on this GPU: registers, local memory and resident
 blocks of the CUDA step kernels (the extension's cuda_kernel_resources), registers and spills of
@@ -51,16 +53,16 @@ PEERS = {
 
 
 def cases(flat: int, lists: int | None) -> dict[str, tuple[list[tuple[int, ...]], str]]:
-    """name -> (shapes, variant); `lists`: keep only that many tensors of each list (not the
-    embeddings)."""
+    """name -> (shapes, variant), the most telling first (a run cut short keeps those);
+    `lists`: keep only that many tensors of each list (not the embeddings)."""
     resnet, gpt2 = resnet50_shapes(), gpt2_small_shapes()
     if lists:
         resnet, gpt2 = resnet[-lists:], gpt2[2:2 + lists]
     return {
         f"flat {flat}": ([(flat,)], "fp32"),
+        "resnet50": (resnet, "fp32"),
         f"flat {flat} momentum": ([(flat,)], "fp32 momentum"),
         f"flat {flat} bf16 history": ([(flat,)], "fp32 bf16-history"),
-        "resnet50": (resnet, "fp32"),
         "gpt2-small": (gpt2, "fp32"),
     }
 
@@ -124,20 +126,20 @@ def kernel_resources() -> dict:
                     out["cuda"][f"{param}/{history} momentum={momentum}"] = {
                         "registers": registers, "local_bytes": local, "resident_blocks": blocks}
     try:
-        from tmsgd_kernels.triton_kernels.flat_kernel import tmsgd_flat_kernel
-        from tmsgd_kernels.triton_kernels.table_kernel import tmsgd_table_kernel
+        from tmsgd_kernels.triton_kernels.step_kernel import tmsgd_step_kernel
     except ImportError:
         return out
-    for kernel in (tmsgd_flat_kernel, tmsgd_table_kernel):
-        for caches in getattr(kernel, "device_caches", {}).values():
-            for compiled in caches[0].values():
-                meta = compiled.metadata
-                out["triton"][f"{meta.name} warps={meta.num_warps} {compiled.hash[:8]}"] = {
-                    "registers": compiled.n_regs, "spills": compiled.n_spills}
+    for caches in getattr(tmsgd_step_kernel, "device_caches", {}).values():
+        for compiled in caches[0].values():
+            meta = compiled.metadata
+            out["triton"][f"{meta.name} warps={meta.num_warps} {compiled.hash[:8]}"] = {
+                "registers": compiled.n_regs, "spills": compiled.n_spills}
     return out
 
 
-def run(flat: int, lists: int | None, device: torch.device) -> dict:
+def run(flat: int, lists: int | None, device: torch.device, out: Path) -> dict:
+    """Every case against its peers; bench.json and bench.png in `out` rewritten after each case,
+    so that a run stopped part way keeps the cases it finished."""
     rows = []
     for case, (shapes, variant) in cases(flat, lists).items():
         numel = sum(torch.Size(s).numel() for s in shapes)
@@ -155,18 +157,30 @@ def run(flat: int, lists: int | None, device: torch.device) -> dict:
                          "of_ceiling": moved / ms / 1e6 / ceiling})
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    return {"machine": machine(), "rows": rows,
-            "kernels": kernel_resources() if device.type == "cuda" else {}}
+        write(out, {"machine": machine(), "rows": rows, "kernels": {}})
+    result = {"machine": machine(), "rows": rows,
+              "kernels": kernel_resources() if device.type == "cuda" else {}}
+    write(out, result)
+    return result
 
 
-def plot(rows: list[dict], path: Path) -> bool:
+def write(out: Path, result: dict) -> None:
+    """bench.json and its plot (bench.png, where matplotlib is installed), each replaced whole."""
+    partial = out / "bench.json.partial"
+    partial.write_text(json.dumps(result, indent=1))
+    partial.replace(out / "bench.json")
+    plot(result["rows"], out / "bench.png")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Each peer's fraction of the copy ceiling, per case (nothing without matplotlib)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return False
+        return
     cases_ = list(dict.fromkeys(r["case"] for r in rows))
     names = [n for n in dict.fromkeys(r["peer"] for r in rows) if n != "copy ceiling"]
     figure, axis = plt.subplots(figsize=(11, 4))
@@ -181,7 +195,7 @@ def plot(rows: list[dict], path: Path) -> bool:
     axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path)
-    return True
+    plt.close(figure)
 
 
 def main() -> int:
@@ -198,15 +212,14 @@ def main() -> int:
         return 1
     else:
         device, flat, lists = torch.device("cuda"), args.flat, None
-    result = run(flat, lists, device)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench.json").write_text(json.dumps(result, indent=1))
-    plotted = plot(result["rows"], args.out / "bench.png")
+    result = run(flat, lists, device, args.out)
     print(f"{'case':>26} {'peer':>26} {'ms':>9} {'GB/s':>8} {'of copy':>8}")
     for row in result["rows"]:
         print(f"{row['case']:>26} {row['peer']:>26} {row['median_ms']:>9.3f} "
               f"{row['gb_per_s']:>8.1f} {row['of_ceiling']:>8.2f}")
-    print(f"wrote {args.out / 'bench.json'}" + (" and bench.png" if plotted else ""))
+    print(f"wrote {args.out / 'bench.json'}"
+          + (" and bench.png" if (args.out / "bench.png").exists() else ""))
     return 0
 
 
