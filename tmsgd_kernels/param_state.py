@@ -120,6 +120,8 @@ def prepare(state: dict, param: torch.Tensor, group: dict) -> torch.Tensor | Non
             state[key] = torch.zeros_like(real, dtype=dtype)
         elif not _fits(value, real, dtype):
             state[key] = _converted(value, real, dtype)
+        else:
+            state[key] = value  # the same tensor, or the values an 8-bit slot decoded to
     if group["momentum"] == 0:
         return None  # a buffer kept from earlier is left alone, as torch.optim.SGD does
     buffer = state.get("momentum_buffer")

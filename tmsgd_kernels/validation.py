@@ -70,10 +70,16 @@ def validate_hyperparameters(options: dict) -> None:
         raise ValueError(f"unknown backend {options['backend']!r}; choose one of {BACKEND_NAMES}")
 
 
+# Coefficient sets already warned about (once per process, not at every check).
+_warned_int8: set[tuple[float, ...]] = set()
+
+
 def _warn_if_int8_errors_add_up(coefficients) -> None:
-    b1, b2 = delta_coefficients(tuple(float(c) for c in coefficients))
+    key = tuple(float(c) for c in coefficients)
+    b1, b2 = delta_coefficients(key)
     factor = int8_history.error_factor(b1, b2)
-    if factor > int8_history.MAX_ERROR_FACTOR:
+    if factor > int8_history.MAX_ERROR_FACTOR and key not in _warned_int8:
+        _warned_int8.add(key)
         warnings.warn(
             f"history_dtype=torch.int8 with coefficients {tuple(coefficients)}: a storage error "
             f"in the history moves the weights by {factor:.3g} times itself in the long run "
