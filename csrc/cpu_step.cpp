@@ -101,6 +101,7 @@ void step_cpu(const StepArguments& a) {
   if (a.params.empty()) {
     return;
   }
+  TORCH_CHECK(a.delta_even_scales.empty(), "tmsgd_step: the CPU kernel has no 8-bit history yet");
   if (a.found_inf.has_value() && a.found_inf->item<double>() != 0) {
     return;  // AMP found an inf/nan: the step changes nothing, not even the counts
   }

@@ -200,6 +200,7 @@ void step_cuda(const StepArguments& a) {
   if (a.params.empty()) {
     return;
   }
+  TORCH_CHECK(a.delta_even_scales.empty(), "tmsgd_step: the CUDA kernel has no 8-bit history yet");
   const auto device = a.params[0].device();
   const c10::cuda::CUDAGuard guard(device);
   const Launcher launcher{a.params,

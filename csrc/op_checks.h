@@ -9,6 +9,7 @@
 #include <c10/util/irange.h>
 
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "step_signature.h"
@@ -74,6 +75,49 @@ inline void check_scalar_tensor(const char* name, const std::optional<at::Tensor
               t->device(), "; it must be on the params' device ", device, " or on the CPU");
 }
 
+// An 8-bit history's geometry (tmsgd_kernels/int8_history.py): a param's dim-0 slices ("rows")
+// are consecutive ranges of memory, each cut into blocks of kInt8Block elements (the last one of
+// a row may be short), and every block has one fp32 scale.
+constexpr int64_t kInt8Block = 256;
+
+struct Int8Rows {
+  int64_t rows;
+  int64_t per_row;
+  int64_t blocks_per_row() const { return (per_row + kInt8Block - 1) / kInt8Block; }
+};
+
+inline Int8Rows int8_rows(const at::Tensor& param) {
+  int64_t per_row = 1;
+  for (const auto d : c10::irange(int64_t(1), param.dim())) {
+    per_row *= param.size(d);
+  }
+  return {param.size(0), per_row};
+}
+
+// Param i of an int8-history call: rows in memory order, and both slots' scales in their shape.
+inline void check_int8_param(size_t i, const at::Tensor& p, at::TensorList even_scales,
+                             at::TensorList odd_scales) {
+  TORCH_CHECK(p.scalar_type() != at::kDouble, "tmsgd_step: an int8 history needs fp32, fp16 or ",
+              "bf16 params, params[", i, "] is fp64");
+  TORCH_CHECK(p.dim() >= 1, "tmsgd_step: an int8 history needs params of one or more ",
+              "dimensions (blocks lie within dim-0 slices); params[", i, "] is 0-dim");
+  const Int8Rows r = int8_rows(p);
+  TORCH_CHECK(r.rows <= 1 || r.per_row == 0 || p.stride(0) == r.per_row, "tmsgd_step: an int8 ",
+              "history needs each param's dim-0 slices contiguous in memory (dim 0 outermost); ",
+              "params[", i, "] has sizes ", p.sizes(), ", strides ", p.strides());
+  for (const auto& [name, scales] : {std::pair{"delta_even_scales", &even_scales[i]},
+                                     std::pair{"delta_odd_scales", &odd_scales[i]}}) {
+    const at::Tensor& s = *scales;
+    TORCH_CHECK(s.device() == p.device() && s.scalar_type() == at::kFloat && s.dim() == 2 &&
+                    s.size(0) == r.rows && s.size(1) == r.blocks_per_row() && s.is_contiguous(),
+                "tmsgd_step: ", name, "[", i, "] must be a contiguous fp32 tensor of shape (",
+                r.rows, ", ", r.blocks_per_row(), ") on ", p.device(),
+                " (one scale per block of ", kInt8Block, " elements of a dim-0 slice of params[",
+                i, "] ", p.sizes(), "), got ", s.scalar_type(), " ", s.sizes(), " strides ",
+                s.strides(), " on ", s.device());
+  }
+}
+
 }  // namespace detail
 
 inline CheckedCall check_step_arguments(const StepArguments& a) {
@@ -87,6 +131,13 @@ inline CheckedCall check_step_arguments(const StepArguments& a) {
               "tmsgd_step: every list must have one entry per param: ", n, " params, ",
               grads.size(), " grads, ", delta_even.size(), " delta_even, ", delta_odd.size(),
               " delta_odd, ", steps.size(), " steps");
+  const bool int8_history = n != 0 && delta_even.size() == n &&
+                           delta_even[0].scalar_type() == at::kChar;
+  const size_t scales = int8_history ? n : 0;
+  TORCH_CHECK(a.delta_even_scales.size() == scales && a.delta_odd_scales.size() == scales,
+              "tmsgd_step: delta_even_scales and delta_odd_scales must have ", scales,
+              " entries (one per param with an int8 history, none with a float history), got ",
+              a.delta_even_scales.size(), " and ", a.delta_odd_scales.size());
   const size_t buffers = momentum != 0 ? n : 0;
   TORCH_CHECK(momentum_buffers.size() == buffers, "tmsgd_step: momentum_buffers must have ",
               buffers, " entries (momentum = ", momentum, " and ", n, " params), got ",
@@ -101,8 +152,8 @@ inline CheckedCall check_step_arguments(const StepArguments& a) {
   const auto history_dtype = delta_even[0].scalar_type();
   TORCH_CHECK(detail::is_storage_dtype(dtype), "tmsgd_step: params must be fp64, fp32, fp16 or ",
               "bf16, got ", dtype);
-  TORCH_CHECK(detail::is_storage_dtype(history_dtype), "tmsgd_step: delta_even and delta_odd ",
-              "must be fp64, fp32, fp16 or bf16, got ", history_dtype);
+  TORCH_CHECK(detail::is_storage_dtype(history_dtype) || int8_history, "tmsgd_step: delta_even ",
+              "and delta_odd must be fp64, fp32, fp16, bf16 or int8, got ", history_dtype);
   call.counts_on_host = steps[0].is_cpu();
   for (const auto i : c10::irange(n)) {
     const auto& p = params[i];
@@ -118,6 +169,9 @@ inline CheckedCall check_step_arguments(const StepArguments& a) {
                 g.device(), ", its param ", dtype, " ", p.sizes(), " on ", device);
     detail::check_state("delta_even", i, delta_even[i], p, history_dtype);
     detail::check_state("delta_odd", i, delta_odd[i], p, history_dtype);
+    if (int8_history) {
+      detail::check_int8_param(i, p, a.delta_even_scales, a.delta_odd_scales);
+    }
     if (buffers != 0) {
       detail::check_state("momentum_buffers", i, momentum_buffers[i], p, dtype);
     }

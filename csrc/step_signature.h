@@ -20,7 +20,8 @@
 // The op's parameters, types and names, in the schema's order.
 #define TMSGD_STEP_PARAMETERS                                                                  \
   at::TensorList params, at::TensorList grads, at::TensorList delta_even,                       \
-      at::TensorList delta_odd, at::TensorList momentum_buffers, at::TensorList steps,          \
+      at::TensorList delta_odd, at::TensorList delta_even_scales,                               \
+      at::TensorList delta_odd_scales, at::TensorList momentum_buffers, at::TensorList steps,   \
       double lr, const std::optional<at::Tensor>& lr_tensor, double b1, double b2,              \
       double momentum, double dampening, double weight_decay, bool nesterov, bool maximize,     \
       int64_t switch_step, const std::optional<at::Tensor>& grad_scale,                         \
@@ -51,6 +52,10 @@ struct StepArguments {
   at::TensorList grads;
   at::TensorList delta_even;
   at::TensorList delta_odd;
+  // Empty for a float history; with int8 codes in delta_even / delta_odd, their fp32 block
+  // scales, one tensor per param (tmsgd_kernels/int8_history.py).
+  at::TensorList delta_even_scales;
+  at::TensorList delta_odd_scales;
   at::TensorList momentum_buffers;
   at::TensorList steps;
   StepScalars scalars;
@@ -63,7 +68,8 @@ using StepImplementation = void (*)(const StepArguments&);
 // The function registered for an implementation: the op's parameters, gathered.
 template <StepImplementation kImplementation>
 void step_entry(TMSGD_STEP_PARAMETERS) {
-  kImplementation({params, grads, delta_even, delta_odd, momentum_buffers, steps,
+  kImplementation({params, grads, delta_even, delta_odd, delta_even_scales, delta_odd_scales,
+                   momentum_buffers, steps,
                    {lr, lr_tensor, b1, b2, momentum, dampening, weight_decay, nesterov,
                     maximize, switch_step},
                    grad_scale, found_inf});

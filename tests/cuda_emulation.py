@@ -255,10 +255,12 @@ def contract_call(counts_on_device: bool, scalars_on_device: bool = True
     them on the CPU too)."""
     scalar = fake if scalars_on_device else (lambda tensor: tensor)
 
-    def call(params, grads, delta_even, delta_odd, momentum_buffers, steps,
-             scalars: StepScalars, grad_scale=None, found_inf=None) -> None:
+    def call(params, grads, delta_even, delta_odd, delta_even_scales, delta_odd_scales,
+             momentum_buffers, steps, scalars: StepScalars, grad_scale=None,
+             found_inf=None) -> None:
         lists = [[fake(t) for t in tensors]
-                 for tensors in (params, grads, delta_even, delta_odd, momentum_buffers)]
+                 for tensors in (params, grads, delta_even, delta_odd, delta_even_scales,
+                                 delta_odd_scales, momentum_buffers)]
         counts = [fake(t) for t in steps] if counts_on_device else list(steps)
         scalars = dataclasses.replace(scalars, lr_tensor=scalar(scalars.lr_tensor))
         ops.native_step(*lists, counts, *scalars.arguments(), scalar(grad_scale),

@@ -167,10 +167,11 @@ def test_params_on_another_device_launch_there(implementation):
 
 
 def _on_device_1(counts_on_device: bool):
-    def call(params, grads, delta_even, delta_odd, momentum_buffers, steps, scalars,
-             grad_scale=None, found_inf=None) -> None:
+    def call(params, grads, delta_even, delta_odd, delta_even_scales, delta_odd_scales,
+             momentum_buffers, steps, scalars, grad_scale=None, found_inf=None) -> None:
         lists = [[cuda_emulation.fake(t, 1) for t in tensors]
-                 for tensors in (params, grads, delta_even, delta_odd, momentum_buffers)]
+                 for tensors in (params, grads, delta_even, delta_odd, delta_even_scales,
+                                 delta_odd_scales, momentum_buffers)]
         counts = [cuda_emulation.fake(t, 1) for t in steps] if counts_on_device else steps
         torch.ops.tmsgd_kernels.tmsgd_step(*lists, counts, *scalars.arguments(), grad_scale,
                                            found_inf)

@@ -115,7 +115,8 @@ def _compile_all() -> dict:
     sizes = [1, 4097, 300, 3, 65536]
     params = [torch.zeros(n) for n in sizes]
     lists = TensorLists(params, [torch.zeros(n) for n in sizes],
-                        [torch.zeros(n) for n in sizes], [torch.zeros(n) for n in sizes], [],
+                        [torch.zeros(n) for n in sizes], [torch.zeros(n) for n in sizes], [], [],
+                        [],
                         [torch.zeros((), dtype=torch.int64) for _ in sizes])
     block, warps = launch_rule.table_config(sizes, cuda)
     built = pointer_table.build(lists, block, counts_on_device=False)

@@ -149,9 +149,10 @@ def test_alignment_hint_per_tensor():
         storage = torch.zeros(100, device=DEVICE)
         params = [torch.zeros(8, device=DEVICE), torch.zeros(16, device=DEVICE)]
         grads = [storage[offset:offset + 8], storage[32:48]]
-        states = [[torch.zeros_like(p) for p in params] for _ in range(3)]
+        even, odd, buffers = [[torch.zeros_like(p) for p in params] for _ in range(3)]
         steps = [torch.zeros((), dtype=torch.int64) for _ in params]
-        found, _ = layout.lookup(TensorLists(params, grads, *states, steps), False)
+        found, _ = layout.lookup(TensorLists(params, grads, even, odd, [], [], buffers, steps),
+                                 False)
         # Interpreter: one block of 16 per tensor. The block map: (tensor, first element).
         return found.table, found.table.table[pointer_table.ROW * 2:].tolist()
 
@@ -211,8 +212,8 @@ def test_tables_built_during_capture_are_used_but_never_cached(monkeypatch):
     monkeypatch.setattr(pointer_table, "capturing", lambda device: True)
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self)  # no GPU, no pinning
     params = [torch.zeros(8, device=DEVICE), torch.zeros(5, device=DEVICE)]
-    lists = TensorLists(params, [torch.ones_like(p) for p in params],
-                        *[[torch.zeros_like(p) for p in params] for _ in range(3)],
+    even, odd, buffers = [[torch.zeros_like(p) for p in params] for _ in range(3)]
+    lists = TensorLists(params, [torch.ones_like(p) for p in params], even, odd, [], [], buffers,
                         [torch.zeros((), dtype=torch.int64, device=DEVICE) for _ in params])
     kept, before = pointer_table.retained(), stats()
     first, _ = layout.lookup(lists, True)

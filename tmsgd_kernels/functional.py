@@ -120,13 +120,13 @@ def tmsgd(
         torch_step.step(params, grads, delta_even, delta_odd, even_scales, odd_scales,
                         momentum_buffers, steps, scalars, grad_scale, found_inf, parity)
         return
-    if even_scales:
+    if even_scales and implementation == "triton":
         raise NotImplementedError(
-            f"the {implementation} backend has no 8-bit history kernel yet; use backend='torch' "
-            f"for history_dtype=torch.int8")
+            "the triton backend has no 8-bit history kernel yet; use backend='torch' or the "
+            "native backend for history_dtype=torch.int8")
     op = ops.triton_step if implementation == "triton" else ops.native_step
-    op(params, grads, delta_even, delta_odd, momentum_buffers, steps, *scalars.arguments(),
-       grad_scale, found_inf)
+    op(params, grads, delta_even, delta_odd, even_scales, odd_scales, momentum_buffers, steps,
+       *scalars.arguments(), grad_scale, found_inf)
 
 
 def _check(params, grads, delta_even, delta_odd, even_scales, odd_scales, momentum_buffers,

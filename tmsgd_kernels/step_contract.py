@@ -11,7 +11,11 @@ This module imports only torch, so triton_kernels/ may import it without importi
     delta_even        list, mutated: per param, the step d[k] of its latest even k.
     delta_odd         list, mutated: per param, the step d[k] of its latest odd k.
                       Both have the param's shape and strides and one history dtype (fp64, fp32,
-                      fp16, bf16) for the whole call.
+                      fp16, bf16, or int8: 8-bit history) for the whole call.
+    delta_even_scales list, mutated: empty for a float history; with an int8 history, per param
+    delta_odd_scales  the fp32 block scales of its slot's codes (tmsgd_kernels/int8_history.py:
+                      contiguous, shape (rows, ceil(elements per row / 256))). A slot stands
+                      for code * scale, and the step stores d_new as the reference encoder does.
     momentum_buffers  list, mutated: per param, in the params' dtype, or empty when momentum == 0.
     steps             list, mutated: per param, an int64 one-element tensor counting its
                       completed steps. On the CPU (everything that depends on the count is
@@ -45,6 +49,8 @@ TENSOR_LISTS: tuple[tuple[str, str | None], ...] = (
     ("grads", None),
     ("delta_even", "b"),
     ("delta_odd", "c"),
+    ("delta_even_scales", "f"),
+    ("delta_odd_scales", "g"),
     ("momentum_buffers", "d"),
     ("steps", "e"),
 )

@@ -113,6 +113,7 @@ def run(lists: TensorLists, scalars: StepScalars, grad_scale: torch.Tensor | Non
 
 def tmsgd_step_triton(params: list[torch.Tensor], grads: list[torch.Tensor],
                       delta_even: list[torch.Tensor], delta_odd: list[torch.Tensor],
+                      delta_even_scales: list[torch.Tensor], delta_odd_scales: list[torch.Tensor],
                       momentum_buffers: list[torch.Tensor], steps: list[torch.Tensor], lr: float,
                       lr_tensor: torch.Tensor | None, b1: float, b2: float, momentum: float,
                       dampening: float, weight_decay: float, nesterov: bool, maximize: bool,
@@ -122,6 +123,10 @@ def tmsgd_step_triton(params: list[torch.Tensor], grads: list[torch.Tensor],
     scalars = StepScalars(lr=lr, lr_tensor=lr_tensor, b1=b1, b2=b2, momentum=momentum,
                           dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                           maximize=maximize, switch_step=switch_step)
-    lists = TensorLists(params, grads, delta_even, delta_odd, momentum_buffers, steps)
+    if delta_even_scales or delta_odd_scales:
+        raise NotImplementedError("tmsgd_step_triton has no 8-bit history kernel yet: "
+                                  "delta_even_scales and delta_odd_scales must be empty")
+    lists = TensorLists(params, grads, delta_even, delta_odd, delta_even_scales,
+                        delta_odd_scales, momentum_buffers, steps)
     counts_on_device = bool(steps) and steps[0].device.type != "cpu"
     run(lists, scalars, grad_scale, found_inf, counts_on_device)

@@ -57,6 +57,10 @@ def check_call(lists: TensorLists, scalars: StepScalars, grad_scale: torch.Tenso
                     f"momentum_buffers must hold one buffer per param when momentum != 0 and "
                     f"be empty when momentum == 0: got {len(tensors)} for {len(params)} params "
                     f"with momentum {scalars.momentum}")
+        elif name in ("delta_even_scales", "delta_odd_scales"):
+            if tensors and len(tensors) != len(params):
+                raise ValueError(f"{name} must be empty (a float history) or hold one tensor "
+                                 f"per param: got {len(tensors)} for {len(params)} params")
         elif len(tensors) != len(params):
             raise ValueError(f"got {len(tensors)} {name} for {len(params)} params")
     if not params:

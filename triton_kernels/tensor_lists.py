@@ -1,4 +1,4 @@
-"""The op's six lists of tensors, kept together so that a subset or a replaced list moves all of
+"""The op's lists of tensors, kept together so that a subset or a replaced list moves all of
 them at once. Their names and order are the contract's (tmsgd_kernels/step_contract.py)."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ from collections import namedtuple
 
 from tmsgd_kernels.step_contract import TENSOR_LISTS
 
-# params, grads, delta_even, delta_odd, momentum_buffers (empty without momentum), steps.
+# params, grads, delta_even, delta_odd, delta_even_scales, delta_odd_scales (both empty without
+# an 8-bit history), momentum_buffers (empty without momentum), steps.
 _Lists = namedtuple("_Lists", [name for name, _ in TENSOR_LISTS])
 
 
@@ -19,4 +20,5 @@ class TensorLists(_Lists):
 
     def streams(self) -> tuple[list, ...]:
         """The lists the update reads and writes element by element (not the counts)."""
-        return self[:5] if self.momentum_buffers else self[:4]
+        streams = (self.params, self.grads, self.delta_even, self.delta_odd)
+        return (*streams, self.momentum_buffers) if self.momentum_buffers else streams
