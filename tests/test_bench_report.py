@@ -62,6 +62,9 @@ def test_state_bytes_are_the_tensors_each_optimizer_keeps(report) -> None:
     assert measured["TMSGD, bf16 history"] == pytest.approx(4 + count)
     assert measured["TMSGD + momentum, fp32 history"] == pytest.approx(12 + count)
     assert measured["TMSGD + momentum, bf16 history"] == pytest.approx(8 + count)
+    # int8 codes, and an fp32 scale per 256 elements, per slot (1024 x 1024: 4 blocks a row)
+    assert measured["TMSGD, int8 history"] == pytest.approx(2 + 2 * 4 / 256 + count)
+    assert measured["TMSGD + momentum, int8 history"] == pytest.approx(6 + 2 * 4 / 256 + count)
     assert measured["SGD + momentum"] == pytest.approx(4)
     assert measured["Adam"] == pytest.approx(8 + 4 / (1 << 20))  # Adam's step is fp32
 
