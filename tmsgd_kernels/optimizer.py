@@ -60,8 +60,12 @@ class TMSGD(Optimizer):
             "cpu", "torch"; a named backend that cannot run raises with the reason.
             `tmsgd_kernels.available_backends(device)` lists what runs.
         history_dtype: dtype of the two history slots: None (the param's dtype), torch.float32,
-            torch.float64, torch.bfloat16 or torch.float16. A bf16 history halves its memory
-            and traffic at a small, measured cost (README).
+            torch.float64, torch.bfloat16, torch.float16, or torch.int8: 8-bit codes with one
+            fp32 scale per block of 256 elements of a dim-0 slice (about 2.03 bytes per element
+            for both slots, against 8 for fp32). Params with fewer than 4096 elements, one
+            dimension, fp64 params and params whose dim 0 is not outermost in memory keep a
+            history in their own dtype (tmsgd_kernels.int8_history.eligible). Coefficients
+            whose stored errors add up (heavy ball: factor 9) warn with an 8-bit history.
         capturable: keep step counts on the params' device so a step can be captured in a CUDA
             graph; the kernels then also unscale gradients and skip inf/nan steps themselves
             when GradScaler drives the step. With the default False, GradScaler unscales and
