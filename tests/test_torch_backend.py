@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from kernel_contract import BY_NAME, Run, random_params
+from kernel_contract import BY_NAME, LIST_NAMES, Run, random_params
 from torch._dynamo.testing import CompileCounterWithBackend
 
 from tmsgd_kernels import torch_step
@@ -19,7 +19,7 @@ def test_step_takes_the_host_path_for_cpu_counts(monkeypatch):
     monkeypatch.setattr(torch_step, "host_step", lambda *args: taken.append("host"))
     monkeypatch.setattr(torch_step, "device_step", lambda *args: taken.append("device"))
     run = Run(BY_NAME["torch-host"], random_params([(3,)], torch.float32, "cpu"))
-    torch_step.step(*run.lists([torch.ones(3)]), run.scalars())
+    torch_step.step(run.lists([torch.ones(3)]), run.scalars())
     assert taken == ["host"]
 
 
@@ -28,9 +28,14 @@ def test_compiled_step_matches_oracle_without_recompiles():
     different counts per param, a tensor lr changed by a schedule and skipped steps."""
     torch._dynamo.reset()
     counter = CompileCounterWithBackend("inductor")
+    lists = len(LIST_NAMES)
+
+    def contract_step(*arguments):  # the harness passes the lists one by one
+        torch_step.step(arguments[:lists], *arguments[lists:])
+
     compiled = dataclasses.replace(
         BY_NAME["torch-device"], name="torch-compiled",
-        call=torch.compile(torch_step.step, backend=counter, fullgraph=True))
+        call=torch.compile(contract_step, backend=counter, fullgraph=True))
     lr = torch.tensor(0.05)
     run = Run(compiled, random_params([(), (3,), (257,)], torch.float32, compiled.device),
               counts=[0, 1, 4], lr=lr, momentum=0.9, switch_step=2)

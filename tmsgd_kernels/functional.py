@@ -109,16 +109,12 @@ def tmsgd(
         params, grads = list(map(real_view, params)), list(map(real_view, grads))
     if isinstance(lr, torch.Tensor) and lr.device != device and lr.device.type != "cpu":
         lr = lr.to(device)
-    if grad_scale is not None and grad_scale.device != device:
-        grad_scale = grad_scale.to(device)
-    if found_inf is not None and found_inf.device != device:
-        found_inf = found_inf.to(device)
     b1, b2 = delta_coefficients(coefficients)
     scalars = StepScalars.make(lr, b1, b2, momentum, dampening, weight_decay, nesterov,
                                maximize, switch_step)
     if implementation == "torch":
-        torch_step.step(params, grads, delta_even, delta_odd, even_scales, odd_scales,
-                        momentum_buffers, steps, scalars, grad_scale, found_inf, parity)
+        torch_step.step((params, grads, delta_even, delta_odd, even_scales, odd_scales,
+                         momentum_buffers, steps), scalars, grad_scale, found_inf, parity)
         return
     if even_scales and implementation == "triton":
         raise NotImplementedError(

@@ -24,6 +24,7 @@ import math
 import torch
 
 from .local_tensors import DTensor, distribute_tensor, is_dtensor, local, same_distribution
+from .overlap import dense_without_overlap
 
 BLOCK = 256
 # Params with fewer elements, or one dimension, keep a history in their own dtype (as
@@ -60,18 +61,9 @@ def rows_of(param: torch.Tensor) -> tuple[int, int] | None:
         return None
     rows = param.shape[0]
     per_row = param.numel() // rows
-    if param.stride(0) != per_row or not _dense(param):
+    if param.stride(0) != per_row or not dense_without_overlap(param):
         return None
     return rows, per_row
-
-
-def _dense(tensor: torch.Tensor) -> bool:
-    expected = 1
-    for stride, size in sorted((t, s) for s, t in zip(tensor.shape, tensor.stride()) if s != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
 
 
 def scales_shape(rows: int, per_row: int) -> tuple[int, int]:

@@ -22,6 +22,8 @@ step reads it (dynamo guards on it: one graph per slot) and checks it against th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from . import int8_history
@@ -31,23 +33,15 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def step(
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    delta_even: list[torch.Tensor],
-    delta_odd: list[torch.Tensor],
-    delta_even_scales: list[torch.Tensor],
-    delta_odd_scales: list[torch.Tensor],
-    momentum_buffers: list[torch.Tensor],
-    steps: list[torch.Tensor],
+    lists: Sequence[list[torch.Tensor]],
     scalars: StepScalars,
     grad_scale: torch.Tensor | None = None,
     found_inf: torch.Tensor | None = None,
     parity: Parity | None = None,
 ) -> None:
-    """The contract's step; `parity` (see the module docstring) is read while tracing and
-    advanced after every step."""
-    lists = (params, grads, delta_even, delta_odd, delta_even_scales, delta_odd_scales,
-             momentum_buffers, steps)
+    """The contract's step on its tensor lists, in step_contract.TENSOR_LISTS' order; `parity`
+    (see the module docstring) is read while tracing and advanced after every step."""
+    steps = lists[-1]
     on_device = torch.compiler.is_compiling() or (steps and steps[0].device.type != "cpu")
     if on_device:
         odd_slot = parity.odd if parity is not None and torch.compiler.is_compiling() else None
