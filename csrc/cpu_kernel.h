@@ -21,18 +21,25 @@ struct CpuTensor {
   const void* d1 = nullptr;       // the other slot
   void* momentum = nullptr;       // in the params' dtype; null when the call has no momentum
   UpdateScalars<T> scalars;       // the call's scalars with this tensor's count set
+  // An 8-bit history (CpuCall::int8_history): d2 and d1 hold int8 codes, these their slots' block
+  // scales (one per block of 256 elements of a row, row-major), a row being per_row elements.
+  float* d2_scales = nullptr;
+  const float* d1_scales = nullptr;
+  int64_t per_row = 0;
 };
 
 // One call: tensor i owns elements [offsets[i], offsets[i + 1]) of the call's element range, the
-// range at::parallel_for splits among threads.
+// range at::parallel_for splits among threads; with an 8-bit history the range counts blocks of
+// the history instead, so that no block is split between threads.
 template <typename T>
 struct CpuCall {
   int64_t count = 0;
-  const int64_t* offsets = nullptr;  // count + 1 prefix sums of numel
+  const int64_t* offsets = nullptr;  // count + 1 prefix sums of numel (of blocks: int8 history)
   const CpuTensor<T>* tensors = nullptr;
   bool momentum = false;
   c10::ScalarType param_dtype = c10::ScalarType::Float;
   c10::ScalarType history_dtype = c10::ScalarType::Float;
+  bool int8_history = false;
 };
 
 // True when (param dtype, history dtype) has a SIMD path; other pairs take the scalar path.
@@ -51,6 +58,7 @@ inline bool has_vector_path(c10::ScalarType param, c10::ScalarType history) {
   namespace CAP {                                 \
   void step_vectorized(const CpuCall<float>& c);  \
   void step_vectorized(const CpuCall<double>& c); \
+  void step_int8(const CpuCall<float>& c);        \
   }
 
 TMSGD_DECLARE_CAPABILITY(DEFAULT)

@@ -176,3 +176,5 @@ void step_scalar(const CpuCall<double>& call) {
 #endif
 
 }  // namespace tmsgd::cpu::CPU_CAPABILITY
+
+#include "cpu_kernel_int8.h"

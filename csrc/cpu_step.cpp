@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_kernel.h"
@@ -43,8 +44,26 @@ Capability capability() {
   return chosen;
 }
 
+// An 8-bit history (fp32 opmath only): the copy for this CPU of the block kernel.
+void run_int8(const CpuCall<float>& call) {
+  switch (capability()) {
+#if defined(TMSGD_CPU_AVX512)
+    case Capability::kAvx512: return AVX512::step_int8(call);
+#endif
+#if defined(TMSGD_CPU_AVX2)
+    case Capability::kAvx2: return AVX2::step_int8(call);
+#endif
+    default: return DEFAULT::step_int8(call);
+  }
+}
+
 template <typename T>
 void run(const CpuCall<T>& call) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (call.int8_history) {
+      return run_int8(call);
+    }
+  }
   if (!has_vector_path(call.param_dtype, call.history_dtype)) {
     DEFAULT::step_scalar(call);
     return;
@@ -70,6 +89,7 @@ void step_with_opmath(const StepArguments& a, const std::vector<at::Tensor>& gra
   const UpdateScalars<T> shared = update_scalars<T>(s, lr, a.grad_scale.has_value(), scale);
 
   const size_t n = a.params.size();
+  const bool int8_history = !a.delta_even_scales.empty();
   std::vector<CpuTensor<T>> tensors(n);
   std::vector<int64_t> offsets(n + 1, 0);
   for (size_t i = 0; i < n; ++i) {
@@ -84,7 +104,17 @@ void step_with_opmath(const StepArguments& a, const std::vector<at::Tensor>& gra
     t.d2 = (even ? a.delta_even[i] : a.delta_odd[i]).data_ptr();
     t.d1 = (even ? a.delta_odd[i] : a.delta_even[i]).data_ptr();
     t.momentum = a.momentum_buffers.empty() ? nullptr : a.momentum_buffers[i].data_ptr();
-    offsets[i + 1] = offsets[i] + a.params[i].numel();
+    if (!int8_history) {
+      offsets[i + 1] = offsets[i] + a.params[i].numel();
+      continue;
+    }
+    // Work is counted in blocks: rows times blocks per row (the op checks gave the scales that
+    // shape and the rows their place in memory).
+    const detail::Int8Rows rows = detail::int8_rows(a.params[i]);
+    t.per_row = rows.per_row;
+    t.d2_scales = (even ? a.delta_even_scales[i] : a.delta_odd_scales[i]).data_ptr<float>();
+    t.d1_scales = (even ? a.delta_odd_scales[i] : a.delta_even_scales[i]).data_ptr<float>();
+    offsets[i + 1] = offsets[i] + rows.rows * rows.blocks_per_row();
   }
   CpuCall<T> call;
   call.count = static_cast<int64_t>(n);
@@ -93,6 +123,7 @@ void step_with_opmath(const StepArguments& a, const std::vector<at::Tensor>& gra
   call.momentum = !a.momentum_buffers.empty();
   call.param_dtype = a.params[0].scalar_type();
   call.history_dtype = a.delta_even[0].scalar_type();
+  call.int8_history = int8_history;
   run(call);
 }
 
@@ -101,7 +132,6 @@ void step_cpu(const StepArguments& a) {
   if (a.params.empty()) {
     return;
   }
-  TORCH_CHECK(a.delta_even_scales.empty(), "tmsgd_step: the CPU kernel has no 8-bit history yet");
   if (a.found_inf.has_value() && a.found_inf->item<double>() != 0) {
     return;  // AMP found an inf/nan: the step changes nothing, not even the counts
   }

@@ -10,13 +10,16 @@ pytest params, skipped with the reason when they cannot run here. A `Run` holds 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
 import torch
+from int8_tolerance import Int8Tolerance
 from oracle import OracleParam, Tolerance, assert_close, oracle_step
 
+from tmsgd_kernels import int8_history
 from tmsgd_kernels.coefficients import PAPER_COEFFICIENTS, delta_coefficients
 from tmsgd_kernels.step_contract import TENSOR_LISTS, StepScalars
 
@@ -164,6 +167,25 @@ IMPLEMENTATIONS: tuple[Implementation, ...] = (
 
 BY_NAME = {implementation.name: implementation for implementation in IMPLEMENTATIONS}
 
+# The implementations with an 8-bit history kernel (history_dtype=torch.int8).
+INT8_HISTORY = frozenset({"torch-host", "torch-device", "cpu", "cuda-host", "cuda-device"})
+# Of those, the ones that must equal kernel_order_step bit for bit (the torch implementation
+# contracts multiply-adds, see tests/kernel_order_step.py).
+INT8_KERNELS = INT8_HISTORY - {"torch-host", "torch-device"}
+
+
+def _kernel_order(*arguments) -> None:
+    import kernel_order_step
+
+    lists, scalars, grad_scale, found_inf = _split(arguments)
+    kernel_order_step.step(*lists, scalars, grad_scale, found_inf)
+
+
+# The kernels' arithmetic in torch ops with the reference encoder, on the CPU: what the kernels
+# with an 8-bit history equal bit for bit.
+KERNEL_ORDER = Implementation("kernel-order", "torch", CPU, False, _kernel_order, None,
+                              (RuntimeError,), False)
+
 
 def implementations(where: Callable[[Implementation], bool] = lambda i: True) -> list:
     """The implementations for which `where` holds, as pytest params (id: the name), each skipped
@@ -223,6 +245,13 @@ def carve(values: torch.Tensor, guarded: list[torch.Tensor]) -> torch.Tensor:
     return view
 
 
+def zero_scales(param: torch.Tensor) -> torch.Tensor:
+    """An all-zero slot's block scales for an 8-bit history of `param` (any param of one or more
+    dimensions whose rows lie in memory one after another, as the op accepts)."""
+    rows, per_row = param.shape[0], math.prod(param.shape[1:])
+    return torch.zeros(int8_history.scales_shape(rows, per_row), device=param.device)
+
+
 # ----------------------------------------------------------------------------------------- run
 
 
@@ -260,8 +289,9 @@ class Run:
         self.delta_odd = [self._state(p, "delta_odd", self.history_dtype, 0.0)
                           for p in self.params]
         # The block scales of an 8-bit history: none for a float history.
-        self.delta_even_scales: list[torch.Tensor] = []
-        self.delta_odd_scales: list[torch.Tensor] = []
+        self.int8 = self.history_dtype == torch.int8
+        self.delta_even_scales = [zero_scales(p) for p in self.params] if self.int8 else []
+        self.delta_odd_scales = [zero_scales(p) for p in self.params] if self.int8 else []
         self.momentum_buffers = [
             self._state(p, "momentum_buffers", dtype, float("nan") if c == 0 else 0.0)
             for p, c in zip(self.params, counts)] if self.momentum else []
@@ -274,8 +304,18 @@ class Run:
                 o.momentum_buffer = torch.zeros_like(o.weight)
         self.taken = [0] * len(params)  # steps each param took here: each adds its rounding
         self.history_from = list(counts)  # the count from which a param's slots are the oracle's
-        self.tolerance = Tolerance(dtype, self.history_dtype, self.momentum,
-                                   options.get("weight_decay", 0.0))
+        self.tolerance = self._tolerance(dtype)
+
+    def _tolerance(self, dtype: torch.dtype) -> Tolerance | Int8Tolerance | None:
+        """The bound against the oracle; None for an 8-bit history with weight decay, which has
+        no derived bound (such runs are compared bit for bit with kernel_order_step)."""
+        decay = self.options.get("weight_decay", 0.0)
+        if not self.int8:
+            return Tolerance(dtype, self.history_dtype, self.momentum, decay)
+        if decay != 0:
+            return None
+        b1, b2 = delta_coefficients(self.options.get("coefficients", PAPER_COEFFICIENTS))
+        return Int8Tolerance(dtype, b1, b2, self.momentum)
 
     def _placed(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         return carve(tensor, self.guarded) if name in self.unaligned else tensor
@@ -347,7 +387,10 @@ class Run:
     def poison_history(self, even: float, odd: float) -> None:
         """Fill both slots with values no step may read (inf, NaN): they hold the oracle's
         history again only once two steps have written both."""
-        for i, (a, b) in enumerate(zip(self.delta_even, self.delta_odd)):
+        # An 8-bit history's codes are integers: its scales take the poison.
+        slots = ((self.delta_even_scales, self.delta_odd_scales) if self.int8
+                 else (self.delta_even, self.delta_odd))
+        for i, (a, b) in enumerate(zip(*slots)):
             a.fill_(even)
             b.fill_(odd)
             self.history_from[i] = int(self.steps[i]) + 2
@@ -359,15 +402,20 @@ class Run:
 
     def newest(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(d1, d2) of param i: after count k, slot (k - 1) % 2 holds the newest step d1 and
-        slot k % 2 the one before, d2."""
-        if self.count(i) % 2 == 1:
-            return self.delta_even[i], self.delta_odd[i]
-        return self.delta_odd[i], self.delta_even[i]
+        slot k % 2 the one before, d2. An 8-bit history's slots decoded."""
+        even, odd = self.delta_even[i], self.delta_odd[i]
+        if self.int8:
+            even = int8_history.decode(even.cpu(), self.delta_even_scales[i].cpu())
+            odd = int8_history.decode(odd.cpu(), self.delta_odd_scales[i].cpu())
+        return (even, odd) if self.count(i) % 2 == 1 else (odd, even)
 
     def check(self) -> None:
         """Every count, param, history slot and momentum buffer against the oracles, and every
         guard element untouched."""
+        assert self.tolerance is not None, "no oracle bound for an 8-bit history with decay"
         self.tolerance.observe(self.oracles)
+        if self.int8:
+            self.tolerance.observe_scales(self.delta_even_scales + self.delta_odd_scales)
         for i, o in enumerate(self.oracles):
             count = self.count(i)
             where = (f"{self.implementation.name}, param {i} {tuple(self.params[i].shape)} at "

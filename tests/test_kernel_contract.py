@@ -10,8 +10,12 @@ import pytest
 import torch
 from kernel_contract import (
     BY_NAME,
+    CPU,
     DEVICE,
     DTYPES,
+    INT8_HISTORY,
+    INT8_KERNELS,
+    KERNEL_ORDER,
     LIST_NAMES,
     ODD_SHAPES,
     Run,
@@ -485,3 +489,193 @@ def test_bit_for_bit_agreement(first, second, dtype, history_dtype):
                      grad_scale=scalar(3.0, second.device),
                      found_inf=scalar(float(k == 2), second.device))
         assert_bitwise_equal(*runs, f"step {k}")
+
+
+# ----------------------------------------------------------------------------- 8-bit history
+
+INT8 = implementations(lambda i: i.name in INT8_HISTORY)
+INT8_BIT_EXACT = implementations(lambda i: i.name in INT8_KERNELS)
+INT8_DTYPES = (F32, torch.bfloat16, torch.float16)
+# Rows with a short last block (300 = 256 + 44), rows of exactly one block, rows shorter than a
+# block, one row, rows of one element, no rows, several blocks per row, and 4-D.
+INT8_SHAPES = [(3, 300), (5, 256), (64, 128), (1, 4097), (7, 1), (0, 300), (4, 1000),
+               (2, 3, 17, 19)]
+
+
+def int8_pair(implementation, shapes, dtype=F32, **options) -> tuple[Run, Run]:
+    """A run of `implementation` with an 8-bit history and the kernel-order reference run of
+    the same params on the CPU."""
+    params = random_params(shapes, dtype, implementation.device)
+    return (Run(implementation, params, torch.int8, **options),
+            Run(KERNEL_ORDER, [p.to(CPU, copy=True) for p in params], torch.int8, **options))
+
+
+def step_both(runs: tuple[Run, Run], indices=None, grad_scale: float | None = None,
+              skip: bool = False, what: str = "") -> None:
+    """One call of each run with the same grads (no oracle check: see int8_tolerance.py for
+    which runs have a bound), then every tensor of both equal bit for bit."""
+    run, reference = runs
+    found_inf = None if grad_scale is None else float(skip)
+
+    def scalars(device):
+        if grad_scale is None:
+            return None, None
+        return scalar(grad_scale, device), scalar(found_inf, device)
+
+    grads = run.step(indices, grad_scale=scalars(run.implementation.device)[0],
+                     found_inf=scalars(run.implementation.device)[1], check=False)
+    reference.step(indices, grads=[g.cpu() for g in grads],
+                   grad_scale=scalars(CPU)[0], found_inf=scalars(CPU)[1], check=False)
+    assert_bitwise_equal(run, reference, what)
+
+
+INT8_OPTIONS = {k: OPTIONS[k] for k in ("plain", "momentum-decay-nesterov-warmup",
+                                        "dampening-maximize-coefficients", "warmup-momentum")}
+
+
+@pytest.mark.parametrize("options", INT8_OPTIONS.values(), ids=INT8_OPTIONS.keys())
+@pytest.mark.parametrize("dtype", INT8_DTYPES, ids=str)
+@pytest.mark.parametrize("implementation", INT8_BIT_EXACT)
+def test_int8_codes_scales_and_params_bit_for_bit(implementation, dtype, options):
+    """The kernels' codes, scales, params, buffers and counts after every step are the
+    reference encoder's on the kernels' own arithmetic (tests/kernel_order_step.py): counts 0
+    to 7 in one call (slots, first momentum step and warm-up differ within it), a grad scale, a
+    skipped step."""
+    runs = int8_pair(implementation, INT8_SHAPES, dtype, counts=range(len(INT8_SHAPES)),
+                     **options)
+    for k in range(6):
+        step_both(runs, grad_scale=4.0, skip=k == 2, what=f"step {k}")
+
+
+@pytest.mark.usefixtures("four_threads")
+@pytest.mark.parametrize("implementation", INT8_BIT_EXACT)
+def test_int8_many_tensors_and_split_work(implementation):
+    """200 params, some without rows or elements, 4 threads over whole blocks; a subset of them
+    stepped at times, so counts differ within calls."""
+    generator = torch.Generator().manual_seed(5)
+    rows = torch.randint(0, 9, (200,), generator=generator).tolist()
+    per_row = torch.randint(1, 1200, (200,), generator=generator).tolist()
+    per_row[::37] = [0] * len(per_row[::37])
+    shapes = [(r, n) for r, n in zip(rows, per_row)] + [(300, 4096)]
+    runs = int8_pair(implementation, shapes, momentum=0.9, switch_step=1)
+    for indices in (None, list(range(0, 201, 3)), None, list(range(1, 201, 2)), None):
+        step_both(runs, indices)
+
+
+@pytest.mark.parametrize("implementation", INT8_BIT_EXACT)
+def test_int8_layouts(implementation):
+    """channels_last params with grads in other layouts (contiguous, not dense): blocks are 256
+    consecutive elements of memory within a dim-0 slice, as the reference encoder lays them."""
+    generator = torch.Generator().manual_seed(0)
+    device = implementation.device
+    params = [random((2, 5, 13, 11), F32, generator, device).to(memory_format=torch.channels_last),
+              random((3, 64, 3, 3), F32, generator, device).to(memory_format=torch.channels_last)]
+    runs = (Run(implementation, params, torch.int8, momentum=0.9, weight_decay=1e-2),
+            Run(KERNEL_ORDER, [p.to(CPU, copy=True) for p in params], torch.int8, momentum=0.9,
+                weight_decay=1e-2))
+    assert runs[0].delta_even[0].is_contiguous(memory_format=torch.channels_last)
+    for _ in range(4):
+        grads = [random((2, 5, 13, 11), F32, generator, device),
+                 random((3, 64, 3, 6), F32, generator, device)[..., ::2]]
+        for run in runs:
+            run.step(grads=[g.to(run.implementation.device) for g in grads], check=False)
+        assert_bitwise_equal(*runs, "channels_last params")
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("implementation", INT8)
+def test_int8_found_inf_changes_nothing(implementation, momentum):
+    """A skipped step writes no code, scale, param, buffer or count, on the first step and
+    later, with counts that differ between params."""
+    device = implementation.device
+    run = Run(implementation, random_params(INT8_SHAPES, torch.bfloat16, device), torch.int8,
+              momentum=momentum, nesterov=momentum != 0)
+
+    def skipped(indices=None):
+        before = run.snapshot()
+        run.step(indices, grad_scale=scalar(8.0, device), found_inf=scalar(1.0, device),
+                 check=False)
+        run.assert_unchanged(before, "a skipped step")
+
+    skipped()
+    run.step(check=False)
+    run.step([0, 2, 4], check=False)
+    skipped()
+    skipped([1, 2])
+
+
+@pytest.mark.parametrize("even, odd", POISON.values(), ids=POISON.keys())
+@pytest.mark.parametrize("implementation", INT8)
+def test_int8_warmup_never_reads_the_history(implementation, even, odd):
+    """Warm-up steps write both slots without reading them (poisoned scales would make every
+    decoded value inf or NaN); the oracle then holds for the steps that read them."""
+    run = Run(implementation, random_params(INT8_SHAPES[:5], F32, implementation.device),
+              torch.int8, momentum=0.9, dampening=0.5, switch_step=2)
+    run.poison_history(even, odd)
+    for _ in range(6):
+        run.step()
+
+
+INT8_ORACLE_OPTIONS = {
+    "plain": {},
+    "momentum-nesterov-warmup": dict(momentum=0.9, nesterov=True, switch_step=2),
+    "dampening-maximize-coefficients": dict(momentum=0.8, dampening=0.3, maximize=True,
+                                            coefficients=(1.25, -0.5, 0.25)),
+}
+
+
+@pytest.mark.parametrize("options", INT8_ORACLE_OPTIONS.values(),
+                         ids=INT8_ORACLE_OPTIONS.keys())
+@pytest.mark.parametrize("dtype", INT8_DTYPES, ids=str)
+@pytest.mark.parametrize("implementation", INT8)
+def test_int8_against_the_oracle(implementation, dtype, options):
+    """12 steps against the float64 oracle within the bound derived from the quantization
+    error (tests/int8_tolerance.py), which grads independent of the weights need: no weight
+    decay here (the bit-for-bit tests cover it)."""
+    run = Run(implementation, random_params(INT8_SHAPES[:7], dtype, implementation.device),
+              torch.int8, **options)
+    for _ in range(12):
+        run.step()
+
+
+def _spoil_scales(name: str, make):
+    def spoil(arguments: dict) -> None:
+        arguments[name][1] = make(arguments[name][1])
+    return spoil
+
+
+INT8_BAD = {
+    "scales-missing": (lambda a: a["delta_odd_scales"].pop(), r"delta_odd_scales"),
+    "scales-for-float-history": (None, r"delta_even_scales"),
+    "scales-shape": (_spoil_scales("delta_even_scales", lambda s: s[:, :1].contiguous()),
+                     r"delta_even_scales\[1\]"),
+    "scales-dtype": (_spoil_scales("delta_odd_scales", lambda s: s.double()),
+                     r"delta_odd_scales\[1\]"),
+    "scales-not-contiguous": (_spoil_scales("delta_even_scales", lambda s: s.t().contiguous().t()),
+                              r"delta_even_scales\[1\]"),
+    "rows-not-outermost": (None, r"params\[1\]"),
+    "fp64-params": (None, r"params\[0\]"),
+}
+
+
+@pytest.mark.parametrize("case", INT8_BAD.keys())
+@pytest.mark.parametrize("implementation", INT8_BIT_EXACT)
+def test_int8_bad_arguments_raise_before_any_change(implementation, case):
+    spoil, pattern = INT8_BAD[case]
+    device = implementation.device
+    params = random_params([(4, 300), (3, 600)], F32, device)
+    if case == "rows-not-outermost":
+        params[1] = params[1].t().contiguous().t()
+    if case == "fp64-params":
+        params = [p.double() for p in params]
+    run = Run(implementation, params, torch.int8, momentum=0.9)
+    if case == "scales-for-float-history":
+        run.delta_even = [torch.zeros_like(p) for p in run.params]
+        run.delta_odd = [torch.zeros_like(p) for p in run.params]
+    before = run.snapshot()
+    arguments = dict(zip(LIST_NAMES, run.lists(run.grads())))
+    if spoil is not None:
+        spoil(arguments)
+    with pytest.raises(implementation.errors, match=pattern):
+        implementation.call(*(arguments[name] for name in LIST_NAMES), run.scalars(), None, None)
+    run.assert_unchanged(before, "after a refused call")
