@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from tmsgd_kernels import ops
-from tmsgd_kernels.step_contract import StepScalars
+from tmsgd_kernels.step_contract import TENSOR_LISTS
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "build" / "cuda_emulation"
@@ -64,7 +64,16 @@ _VARIANT_FLAGS = {
 
 
 def unavailable_reason() -> str | None:
-    """None when the emulation can be built and loaded here, else why not."""
+    """None when the emulation can be built and loaded here, else why not. Where the environment
+    asks for a variant (TMSGD_EMULATION_VARIANT, as `make emulate-sanitize` does), a reason is an
+    error instead: a run that asked for the emulation must not pass by skipping it."""
+    reason = _unavailable_reason()
+    if reason is not None and "TMSGD_EMULATION_VARIANT" in os.environ:
+        raise RuntimeError(f"host emulation asked for (TMSGD_EMULATION_VARIANT), but {reason}")
+    return reason
+
+
+def _unavailable_reason() -> str | None:
     if torch.version.cuda is not None:
         return ("torch is a CUDA build: the real kernels run on a GPU (tests/test_native_cuda.py), "
                 "and the emulation's CUDA kernels of ATen would replace torch's own")
@@ -247,23 +256,23 @@ def take_launches() -> list[Launch]:
 # ------------------------------------------------------------------------------ calling the op
 
 
-def contract_call(counts_on_device: bool, scalars_on_device: bool = True
-                  ) -> Callable[..., None]:
+def contract_call(counts_on_device: bool, scalars_on_device: bool = True,
+                  device: int = 0) -> Callable[..., None]:
     """The op on fake CUDA views of CPU tensors, called as tests/kernel_contract.py calls an
-    implementation: every tensor becomes a fake CUDA tensor, the counts only in device mode, and
-    lr_tensor, grad_scale and found_inf unless `scalars_on_device` is False (the contract allows
-    them on the CPU too)."""
-    scalar = fake if scalars_on_device else (lambda tensor: tensor)
+    implementation, `call(*lists, scalars, grad_scale=None, found_inf=None)` with the contract's
+    lists in order: every tensor becomes a fake CUDA tensor on cuda:`device`, the counts only in
+    device mode, and lr_tensor, grad_scale and found_inf unless `scalars_on_device` is False (the
+    contract allows them on the CPU too)."""
+    def scalar(tensor: torch.Tensor | None) -> torch.Tensor | None:
+        return fake(tensor, device) if scalars_on_device else tensor
 
-    def call(params, grads, delta_even, delta_odd, delta_even_scales, delta_odd_scales,
-             momentum_buffers, steps, scalars: StepScalars, grad_scale=None,
-             found_inf=None) -> None:
-        lists = [[fake(t) for t in tensors]
-                 for tensors in (params, grads, delta_even, delta_odd, delta_even_scales,
-                                 delta_odd_scales, momentum_buffers)]
-        counts = [fake(t) for t in steps] if counts_on_device else list(steps)
+    def call(*arguments) -> None:
+        lists, (scalars, *optional) = arguments[:len(TENSOR_LISTS)], arguments[len(TENSOR_LISTS):]
+        grad_scale, found_inf = [*optional, None, None][:2]
+        placed = [list(tensors) if name == "steps" and not counts_on_device
+                  else [fake(t, device) for t in tensors]
+                  for (name, _), tensors in zip(TENSOR_LISTS, lists)]
         scalars = dataclasses.replace(scalars, lr_tensor=scalar(scalars.lr_tensor))
-        ops.native_step(*lists, counts, *scalars.arguments(), scalar(grad_scale),
-                        scalar(found_inf))
+        ops.native_step(*placed, *scalars.arguments(), scalar(grad_scale), scalar(found_inf))
 
     return call

@@ -157,26 +157,14 @@ def test_params_on_another_device_launch_there(implementation):
     """The CUDA path makes the params' device current (CUDAGuard) and launches on its current
     stream: with params on cuda:1, every launch is on device 1."""
     on_device_1 = dataclasses.replace(implementation, name=f"{implementation.name}-cuda1",
-                                      call=_on_device_1(implementation.counts_on_device))
+                                      call=cuda_emulation.contract_call(
+                                          implementation.counts_on_device, device=1))
     run = Run(on_device_1, random_params([(20_000,), (7,)], torch.float32, torch.device("cpu")),
               momentum=0.9)
     cuda_emulation.take_launches()
     run.step()
     launches = cuda_emulation.take_launches()
     assert launches and all(launch.device == 1 and launch.current_stream for launch in launches)
-
-
-def _on_device_1(counts_on_device: bool):
-    def call(params, grads, delta_even, delta_odd, delta_even_scales, delta_odd_scales,
-             momentum_buffers, steps, scalars, grad_scale=None, found_inf=None) -> None:
-        lists = [[cuda_emulation.fake(t, 1) for t in tensors]
-                 for tensors in (params, grads, delta_even, delta_odd, delta_even_scales,
-                                 delta_odd_scales, momentum_buffers)]
-        counts = [cuda_emulation.fake(t, 1) for t in steps] if counts_on_device else steps
-        torch.ops.tmsgd_kernels.tmsgd_step(*lists, counts, *scalars.arguments(), grad_scale,
-                                           found_inf)
-
-    return call
 
 
 # What a kernel must not use for a sequential run of its threads to be exact, and a kernel that
