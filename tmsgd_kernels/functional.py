@@ -54,8 +54,10 @@ def init_state(
 # process, and a dict lookup is what a traced step can afford.
 _chosen: dict[tuple[str, torch.device], str] = {}
 
-# Layout fingerprints of param lists already checked for overlaps (bounded).
+# Layout fingerprints of param lists already checked for overlaps, and hyperparameter sets
+# already validated (both bounded): the optimizer calls every step with the same ones.
 _checked_layouts: set[int] = set()
+_valid_hyperparameters: set[tuple] = set()
 
 
 def tmsgd(
@@ -127,9 +129,17 @@ def tmsgd(
 
 def _check(params, grads, delta_even, delta_odd, even_scales, odd_scales, momentum_buffers,
            steps, *, momentum, **hyperparameters) -> None:
-    validate_hyperparameters(dict(
-        hyperparameters, momentum=momentum, history_dtype=delta_even[0].dtype if delta_even
-        else None, capturable=False))
+    options = dict(hyperparameters, momentum=momentum, capturable=False,
+                   history_dtype=delta_even[0].dtype if delta_even else None)
+    # Hyperparameters already found valid are not checked again (a float lr is part of the key;
+    # a tensor lr's value may change, so it is checked every time).
+    key = None if isinstance(options["lr"], torch.Tensor) else tuple(options.items())
+    if key not in _valid_hyperparameters:
+        validate_hyperparameters(options)
+        if key is not None:
+            if len(_valid_hyperparameters) > 1024:
+                _valid_hyperparameters.clear()
+            _valid_hyperparameters.add(key)
     if len({len(params), len(grads), len(delta_even), len(delta_odd), len(steps)}) != 1:
         raise ValueError("params, grads, delta_even, delta_odd and steps must have one length")
     quantized = delta_even[0].dtype == torch.int8
