@@ -34,28 +34,36 @@ B1, B2 = 0.5, -0.5  # the paper's coefficients (1.5, -1, 0.5) in delta form
 @dataclass(frozen=True)
 class Config:
     momentum: bool = False
-    history: str = "fp32"  # or "bf16"
+    history: str = "fp32"  # or "bf16", "int8"
 
     @property
     def label(self) -> str:
         return f"{'momentum' if self.momentum else 'plain'}, {self.history} history"
 
 
-def bytes_per_element(peer: str, config: Config) -> int:
+# Bytes per element of one history slot: an 8-bit slot is a code and 1/256 of an fp32 scale.
+HISTORY_BYTES = {"fp32": 4, "bf16": 2, "int8": 1 + 4 / 256}
+
+
+def bytes_per_element(peer: str, config: Config) -> float:
     param = 4
     if peer == "ceiling":
         return 3 * param
     extra = 2 * param if config.momentum else 0
     if peer.startswith("sgd"):
         return 3 * param + extra
-    history = 2 if config.history == "bf16" else 4
-    return 3 * param + 3 * history + extra
+    return 3 * param + 3 * HISTORY_BYTES[config.history] + extra
 
 
-def _tensors(case: Case, device: torch.device) -> list[torch.nn.Parameter]:
+def _tensors(case: Case, device: torch.device, config: Config | None = None
+             ) -> list[torch.nn.Parameter]:
+    """The case's params (with gradients, but for its idle ones). With an 8-bit history a flat
+    buffer of n elements is an (n / 4096, 4096) matrix: a 1-D param keeps a full history."""
     generator = torch.Generator(device=device).manual_seed(0)
     params = []
     for index, shape in enumerate(case.shapes):
+        if config is not None and config.history == "int8" and len(shape) == 1:
+            shape = (shape[0] // 4096, 4096) if shape[0] % 4096 == 0 else shape
         param = torch.nn.Parameter(torch.randn(shape, generator=generator, device=device))
         if index not in case.idle:
             param.grad = torch.randn(shape, generator=generator, device=device) * 1e-3
@@ -75,8 +83,8 @@ def _flattened(case: Case, device: torch.device) -> list[torch.nn.Parameter]:
 
 def _tmsgd(backend: str, flat: bool = False, compiled: bool = False):
     def build(case: Case, device: torch.device, config: Config) -> Callable[[], object]:
-        params = _flattened(case, device) if flat else _tensors(case, device)
-        history = torch.bfloat16 if config.history == "bf16" else None
+        params = _flattened(case, device) if flat else _tensors(case, device, config)
+        history = {"bf16": torch.bfloat16, "int8": torch.int8}.get(config.history)
         optimizer = TMSGD(params, lr=torch.tensor(LR) if compiled else LR, backend=backend,
                           momentum=MOMENTUM if config.momentum else 0.0, history_dtype=history)
         return torch.compile(optimizer.step, fullgraph=True) if compiled else optimizer.step

@@ -42,6 +42,7 @@ from state_memory import state_bytes_per_element  # noqa: E402
 from tmsgd_kernels import native_extension  # noqa: E402
 
 PLAIN, MOMENTUM, BF16 = Config(), Config(momentum=True), Config(history="bf16")
+INT8 = Config(history="int8")
 NOISY = 0.25
 RESULTS = HERE / "results"
 REFERENCES = ("sgd[fused]", "sgd[foreach]", "compile[fair]", "compile[fallback]")
@@ -57,11 +58,12 @@ def plan(full: bool, on_gpu: bool) -> list[tuple[Case, Config, tuple[str, ...]]]
         smaller = [(flat(n), PLAIN, ()) for n in FLAT_SIZES if n < largest]
         models = ["resnet50", "tiny-161", "moe-8x"] + (["gpt2-small"] if on_gpu else [])
         return (smaller + [(size, PLAIN, ("compile[fair]",)), (size, MOMENTUM, ()),
-                           (size, BF16, ()), (MODEL_CASES["resnet50"], MOMENTUM, ())]
+                           (size, BF16, ()), (size, INT8, ()),
+                           (MODEL_CASES["resnet50"], MOMENTUM, ())]
                 + [(MODEL_CASES[name], PLAIN, ()) for name in models])
     sizes = FLAT_SIZES if on_gpu else [n for n in FLAT_SIZES if n <= 1 << 26]
     runs = [(flat(n), config, COMPILED_PEERS if config == PLAIN else ())
-            for n in sizes for config in (PLAIN, MOMENTUM, BF16)]
+            for n in sizes for config in (PLAIN, MOMENTUM, BF16, INT8)]
     for name, case in MODEL_CASES.items():
         if case.gpu_only and not on_gpu:
             continue
@@ -142,7 +144,7 @@ def main() -> None:
         if unknown:
             parser.error(f"unknown cases {sorted(unknown)}; choose from {sorted(known)}")
         runs = [(known[name], config, COMPILED_PEERS if config == PLAIN else ())
-                for name in args.cases for config in (PLAIN, MOMENTUM, BF16)]
+                for name in args.cases for config in (PLAIN, MOMENTUM, BF16, INT8)]
 
     started = time.perf_counter()
     rows = []
