@@ -1,8 +1,9 @@
 // The CUDA kernels of tmsgd_kernels::tmsgd_step: one multi-tensor launch per table of
 // kMaxTensors params, blocks striding over fixed-size chunks of every tensor, 16-byte vector
 // loads and stores where every pointer of the chunk is aligned and a scalar loop where not,
-// 64-bit element indices; and the kernel that advances the device-side counts. The arithmetic is
-// tmsgd_update.h, the same code the CPU kernel runs.
+// 64-bit element indices; the 8-bit history's kernel (one warp per block of 256 elements of a row,
+// the block's absmax by warp shuffles, warp_lockstep.h); and the kernel that advances the
+// device-side counts. The arithmetic is tmsgd_update.h, the same code the CPU kernel runs.
 //
 // Kept light for nvcc (no torch/ATen headers, one translation unit). Instantiations: param x
 // history dtype x momentum. Registers set the occupancy, hence:
@@ -37,6 +38,7 @@
 
 #include "cuda_table.h"
 #include "tmsgd_update.h"
+#include "warp_lockstep.h"
 
 // Launches are written TMSGD_LAUNCH(grid, block, shared, stream, kernel)(arguments): nvcc's
 // <<<...>>> launch here. The host emulation (csrc/emulation/cuda_runtime.h) defines it as its
@@ -128,7 +130,8 @@ __device__ inline void step_chunk(P* w, const P* g, H* d2, const H* d1, P* buf, 
 }
 
 // The table entry owning `chunk`: the first t with chunk < chunk_end[t] (block-uniform).
-__device__ inline int64_t owner(const CudaTable& table, int64_t chunk) {
+template <typename Table>
+__device__ inline int64_t owner(const Table& table, int64_t chunk) {
   int64_t lo = 0, hi = table.count - 1;
   while (lo < hi) {
     const int64_t mid = (lo + hi) / 2;
@@ -174,6 +177,119 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// ------------------------------------------------------------------------- 8-bit history
+
+constexpr int kWarp = 32;
+constexpr int kPerLane = static_cast<int>(kInt8Block) / kWarp;
+constexpr float kCodeMax = 127.0f;
+
+// Larger of two magnitudes; a NaN wins, as in torch.amax (and the CPU kernel).
+__device__ inline float max_magnitude(float a, float b) {
+  return (b > a || b != b) ? b : a;
+}
+
+// One block of an 8-bit history, stepped by one warp: lane l owns elements l, l + 32, ...
+// (coalesced). Reads both slots' codes (decoded code * scale), runs tmsgd_update in fp32 as the
+// float kernels do, writes the param and buffer, then stores d_new over the d2 slot as the
+// reference encoder does: scale = absmax / 127 (absmax by shuffles; IEEE division, nvcc's
+// default), code = clamp(round half to even(d_new / scale), -127, 127), zero codes for a zero or
+// non-finite scale. Every lane takes part in every shuffle (the caller's loop is warp-uniform).
+template <typename P, bool kMomentum>
+__device__ inline void step_int8_block(const Int8Table& table, int64_t t, int64_t b, int lane,
+                                       const UpdateScalars<float>& s) {
+  const int64_t per_row = table.per_row[t];
+  const int64_t blocks_per_row = (per_row + kInt8Block - 1) / kInt8Block;
+  const int64_t row = b / blocks_per_row;
+  const int64_t in_row = (b - row * blocks_per_row) * kInt8Block;
+  const int64_t start = row * per_row + in_row;
+  const int64_t n = per_row - in_row < kInt8Block ? per_row - in_row : kInt8Block;
+  P* w = static_cast<P*>(table.params[t]) + start;
+  const P* g = static_cast<const P*>(table.grads[t]) + start;
+  P* buf = kMomentum ? static_cast<P*>(table.momentum[t]) + start : nullptr;
+  int8_t* even = static_cast<int8_t*>(table.delta_even[t]) + start;
+  int8_t* odd = static_cast<int8_t*>(table.delta_odd[t]) + start;
+  int8_t* d2 = s.parity == 0 ? even : odd;
+  const int8_t* d1 = s.parity == 0 ? odd : even;
+  float* d2_scales = s.parity == 0 ? table.even_scales[t] : table.odd_scales[t];
+  const float* d1_scales = s.parity == 0 ? table.odd_scales[t] : table.even_scales[t];
+  // The warm-up never reads the history.
+  const float scale1 = s.multistep ? d1_scales[b] : 0.0f;
+  const float scale2 = s.multistep ? d2_scales[b] : 0.0f;
+
+  float d_new[kPerLane];
+  float absmax = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kPerLane; ++k) {
+    const int64_t i = lane + int64_t(k) * kWarp;
+    d_new[k] = 0.0f;
+    if (i < n) {
+      float wi = static_cast<float>(w[i]);
+      float mi = kMomentum && !s.first ? static_cast<float>(buf[i]) : 0.0f;
+      const float a = s.multistep ? static_cast<float>(d1[i]) * scale1 : 0.0f;
+      const float c = s.multistep ? static_cast<float>(d2[i]) * scale2 : 0.0f;
+      d_new[k] = tmsgd_update<kMomentum>(wi, static_cast<float>(g[i]), a, c, mi, s);
+      w[i] = static_cast<P>(wi);
+      if constexpr (kMomentum) {
+        buf[i] = static_cast<P>(mi);
+      }
+    }
+    absmax = max_magnitude(absmax, fabsf(d_new[k]));
+  }
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    absmax = max_magnitude(absmax, __shfl_xor_sync(0xffffffffu, absmax, offset));
+  }
+  const float scale = absmax / kCodeMax;
+  const bool zero = !(scale > 0.0f && scale <= 3.402823466e38f);
+#pragma unroll
+  for (int k = 0; k < kPerLane; ++k) {
+    const int64_t i = lane + int64_t(k) * kWarp;
+    if (i < n) {
+      const float code = fminf(fmaxf(rintf(d_new[k] / scale), -kCodeMax), kCodeMax);
+      d2[i] = zero ? int8_t(0) : static_cast<int8_t>(code);
+    }
+  }
+  if (lane == 0) {
+    d2_scales[b] = scale;
+  }
+}
+
+// Chunks of kInt8BlocksPerChunk blocks, grid-stride; within a chunk, each of the 8 warps takes
+// every 8th block.
+template <typename P, bool kMomentum>
+__global__ void __launch_bounds__(kThreads)
+    tmsgd_int8_kernel(const __grid_constant__ Int8Table table,
+                      const __grid_constant__ KernelScalars<float> args) {
+  if (args.found_inf != nullptr && *args.found_inf != 0.0f) {
+    return;  // AMP found an inf/nan: nothing changes (the increment kernel skips too)
+  }
+  warp_lockstep([&]() {
+    UpdateScalars<float> s = args.scalars;
+    if (args.lr_tensor != nullptr) {
+      s.lr = *args.lr_tensor;
+    }
+    if (args.grad_scale != nullptr) {
+      s.grad_scale = *args.grad_scale;
+    }
+    const int lane = static_cast<int>(threadIdx.x) % kWarp;
+    const int warp = static_cast<int>(threadIdx.x) / kWarp;
+    const int64_t chunks = table.chunk_end[table.count - 1];
+    for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
+      const int64_t t = owner(table, chunk);
+      if (args.counts_on_device) {
+        set_count(s, *table.steps[t], args.switch_step);
+      }
+      const int64_t first = (chunk - (t == 0 ? 0 : table.chunk_end[t - 1])) * kInt8BlocksPerChunk;
+      const int64_t end = first + kInt8BlocksPerChunk < table.blocks[t]
+                              ? first + kInt8BlocksPerChunk
+                              : table.blocks[t];
+      for (int64_t b = first + warp; b < end; b += kThreads / kWarp) {
+        step_int8_block<P, kMomentum>(table, t, b, lane, s);
+      }
+    }
+  });
+}
+
 // Runs after every block of every step launch of the call has read the old counts (same stream).
 __global__ void increment_counts_kernel(const __grid_constant__ CountTable table,
                                         const float* found_inf) {
@@ -195,12 +311,12 @@ void with_type(Dtype dtype, F&& f) {
   }
 }
 
-// Blocks of one instantiation resident on one SM of the current device, as the runtime computes
-// it from the compiled kernel's registers; asked once per device and instantiation.
-template <typename P, typename H, bool kMomentum>
-int resident_blocks(int device) {
-  constexpr int kDevices = 64;
-  static std::array<std::atomic<int>, kDevices> known{};
+// Blocks of `kernel` resident on one SM of the current device, as the runtime computes it from
+// the compiled kernel's registers; asked once per device and kernel (`known`, one per kernel).
+constexpr int kDevices = 64;
+
+template <typename Kernel>
+int occupancy(Kernel kernel, int device, std::array<std::atomic<int>, kDevices>& known) {
   if (device >= 0 && device < kDevices) {
     const int blocks = known[device].load(std::memory_order_relaxed);
     if (blocks > 0) {
@@ -208,13 +324,24 @@ int resident_blocks(int device) {
     }
   }
   int blocks = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-      &blocks, tmsgd_step_kernel<P, H, kMomentum>, kThreads, 0));
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, 0));
   TORCH_CHECK(blocks > 0, "tmsgd_step: the step kernel fits no block on this GPU");
   if (device >= 0 && device < kDevices) {
     known[device].store(blocks, std::memory_order_relaxed);
   }
   return blocks;
+}
+
+template <typename P, typename H, bool kMomentum>
+int resident_blocks(int device) {
+  static std::array<std::atomic<int>, kDevices> known{};
+  return occupancy(tmsgd_step_kernel<P, H, kMomentum>, device, known);
+}
+
+template <typename P, bool kMomentum>
+int resident_int8_blocks(int device) {
+  static std::array<std::atomic<int>, kDevices> known{};
+  return occupancy(tmsgd_int8_kernel<P, kMomentum>, device, known);
 }
 
 template <typename P, typename H, bool kMomentum>
@@ -288,6 +415,32 @@ KernelResources step_kernel_resources(Dtype param, Dtype history, bool momentum)
     with_instantiation<float>(param, history, momentum, ask);
   }
   return result;
+}
+
+void launch_int8_step(const Int8Table& table, const KernelScalars<float>& args, Dtype param,
+                      bool momentum, const Device& device, void* stream) {
+  with_type(param, [&](auto p_tag) {
+    using P = decltype(p_tag);
+    if constexpr (std::is_same_v<P, double>) {
+      TORCH_CHECK(false, "tmsgd_step: internal error, fp64 params with an 8-bit history");
+    } else {
+      auto launch = [&](auto m_tag) {
+        constexpr bool kMomentum = decltype(m_tag)::value;
+        const int64_t chunks = table.chunk_end[table.count - 1];
+        const int64_t fit =
+            int64_t(device.multiprocessors) * resident_int8_blocks<P, kMomentum>(device.index);
+        const int grid = static_cast<int>(chunks < fit ? chunks : fit);
+        TMSGD_LAUNCH(grid, kThreads, 0, static_cast<cudaStream_t>(stream),
+                     tmsgd_int8_kernel<P, kMomentum>)(table, args);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      };
+      if (momentum) {
+        launch(std::true_type{});
+      } else {
+        launch(std::false_type{});
+      }
+    }
+  });
 }
 
 void launch_increment(const CountTable& table, const float* found_inf, void* stream) {

@@ -1,5 +1,6 @@
 // The CUDA implementation of tmsgd_kernels::tmsgd_step (host side): checks the call, fills the
-// kernel's tensor tables and launches on the current stream, one step launch per table.
+// kernel's tensor tables (Int8Table with an 8-bit history) and launches on the current stream,
+// one step launch per table.
 //
 // Two modes, chosen by where the counts live:
 //   host mode (counts on the CPU): the host reads every count, groups the tensors by what the
@@ -22,6 +23,7 @@
 #include <cuda_runtime_api.h>
 
 #include <array>
+#include <type_traits>
 #include <vector>
 
 #include "cuda_table.h"
@@ -54,6 +56,8 @@ struct Launcher {
   const std::vector<at::Tensor>& grads;
   at::TensorList delta_even;
   at::TensorList delta_odd;
+  at::TensorList delta_even_scales;  // empty without an 8-bit history
+  at::TensorList delta_odd_scales;
   at::TensorList momentum_buffers;
   at::TensorList steps;
   Dtype param_dtype;
@@ -64,6 +68,11 @@ struct Launcher {
   // Steps the tensors `indices` with `args`, kMaxTensors per launch (empty tensors skipped).
   template <typename T>
   void step(const std::vector<size_t>& indices, const KernelScalars<T>& args) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (!delta_even_scales.empty()) {
+        return step_int8(indices, args);
+      }
+    }
     const bool momentum = !momentum_buffers.empty();
     CudaTable table;
     auto flush = [&]() {
@@ -90,6 +99,44 @@ struct Launcher {
       table.numel[t] = numel;
       const int64_t before = t == 0 ? 0 : table.chunk_end[t - 1];
       table.chunk_end[t] = before + (numel + kChunk - 1) / kChunk;
+      table.count = t + 1;
+    }
+    flush();
+  }
+
+  // The same for an 8-bit history (float opmath: the op checks refuse fp64 params with it),
+  // kMaxInt8Tensors per launch, tensors without blocks skipped.
+  void step_int8(const std::vector<size_t>& indices, const KernelScalars<float>& args) const {
+    const bool momentum = !momentum_buffers.empty();
+    Int8Table table;
+    auto flush = [&]() {
+      if (table.count > 0) {
+        launch_int8_step(table, args, param_dtype, momentum, device, stream);
+      }
+      table.count = 0;
+    };
+    for (const size_t i : indices) {
+      const detail::Int8Rows rows = detail::int8_rows(params[i]);
+      const int64_t blocks = rows.rows * rows.blocks_per_row();
+      if (blocks == 0) {
+        continue;
+      }
+      if (table.count == kMaxInt8Tensors) {
+        flush();
+      }
+      const int64_t t = table.count;
+      table.params[t] = params[i].data_ptr();
+      table.grads[t] = grads[i].data_ptr();
+      table.delta_even[t] = delta_even[i].data_ptr();
+      table.delta_odd[t] = delta_odd[i].data_ptr();
+      table.even_scales[t] = delta_even_scales[i].data_ptr<float>();
+      table.odd_scales[t] = delta_odd_scales[i].data_ptr<float>();
+      table.momentum[t] = momentum ? momentum_buffers[i].data_ptr() : nullptr;
+      table.steps[t] = args.counts_on_device ? steps[i].data_ptr<int64_t>() : nullptr;
+      table.per_row[t] = rows.per_row;
+      table.blocks[t] = blocks;
+      const int64_t before = t == 0 ? 0 : table.chunk_end[t - 1];
+      table.chunk_end[t] = before + (blocks + kInt8BlocksPerChunk - 1) / kInt8BlocksPerChunk;
       table.count = t + 1;
     }
     flush();
@@ -200,17 +247,20 @@ void step_cuda(const StepArguments& a) {
   if (a.params.empty()) {
     return;
   }
-  TORCH_CHECK(a.delta_even_scales.empty(), "tmsgd_step: the CUDA kernel has no 8-bit history yet");
   const auto device = a.params[0].device();
   const c10::cuda::CUDAGuard guard(device);
+  // An 8-bit history's codes are int8; its kernel is told the param dtype only.
+  const bool int8_history = !a.delta_even_scales.empty();
   const Launcher launcher{a.params,
                           checked.grads,
                           a.delta_even,
                           a.delta_odd,
+                          a.delta_even_scales,
+                          a.delta_odd_scales,
                           a.momentum_buffers,
                           a.steps,
                           to_dtype(a.params[0].scalar_type()),
-                          to_dtype(a.delta_even[0].scalar_type()),
+                          int8_history ? Dtype::kFloat : to_dtype(a.delta_even[0].scalar_type()),
                           Device{device.index(), multiprocessors(device.index())},
                           c10::cuda::getCurrentCUDAStream().stream()};
   if (a.params[0].scalar_type() == at::kDouble) {

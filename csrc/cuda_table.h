@@ -48,6 +48,34 @@ struct KernelScalars {
 static_assert(sizeof(CudaTable) + sizeof(KernelScalars<double>) <= 4096,
               "step kernel parameters over 4 KB");
 
+// An 8-bit history (tmsgd_kernels/int8_history.py): each param's rows (dim-0 slices, consecutive
+// in memory) are cut into blocks of kInt8Block elements, the last one of a row possibly short,
+// with one fp32 scale per block in each slot. One warp steps one block (kInt8Block / 32 elements
+// per lane) and finds its absmax by warp shuffles; a CUDA block steps a chunk of
+// kInt8BlocksPerChunk blocks. Per tensor the table also holds both slots' scales, the row length
+// and the number of blocks: 8 + 40 * 88 = 3528 bytes, 3640 with KernelScalars<double>.
+constexpr int kMaxInt8Tensors = 40;
+constexpr int64_t kInt8Block = 256;
+constexpr int64_t kInt8BlocksPerChunk = 64;
+
+struct Int8Table {
+  int64_t count = 0;  // tensors in this launch, none without blocks
+  void* params[kMaxInt8Tensors];
+  const void* grads[kMaxInt8Tensors];
+  void* delta_even[kMaxInt8Tensors];  // int8 codes
+  void* delta_odd[kMaxInt8Tensors];
+  float* even_scales[kMaxInt8Tensors];  // (rows, blocks per row), row-major
+  float* odd_scales[kMaxInt8Tensors];
+  void* momentum[kMaxInt8Tensors];
+  const int64_t* steps[kMaxInt8Tensors];
+  int64_t per_row[kMaxInt8Tensors];    // elements per row
+  int64_t blocks[kMaxInt8Tensors];     // rows * blocks per row
+  int64_t chunk_end[kMaxInt8Tensors];  // tensor t owns chunks [chunk_end[t - 1], chunk_end[t])
+};
+
+static_assert(sizeof(Int8Table) + sizeof(KernelScalars<double>) <= 4096,
+              "8-bit history kernel parameters over 4 KB");
+
 // The counts the increment kernel advances, one thread each: 8 + 480 * 8 bytes, plus found_inf.
 constexpr int kMaxCounts = 480;
 
@@ -83,5 +111,8 @@ struct KernelResources {
 };
 KernelResources step_kernel_resources(Dtype param, Dtype history, bool momentum);
 void launch_increment(const CountTable& table, const float* found_inf, void* stream);
+// The 8-bit history step (fp32, fp16 and bf16 params: float opmath only).
+void launch_int8_step(const Int8Table& table, const KernelScalars<float>& args, Dtype param,
+                      bool momentum, const Device& device, void* stream);
 
 }  // namespace tmsgd::cuda

@@ -168,7 +168,8 @@ IMPLEMENTATIONS: tuple[Implementation, ...] = (
 BY_NAME = {implementation.name: implementation for implementation in IMPLEMENTATIONS}
 
 # The implementations with an 8-bit history kernel (history_dtype=torch.int8).
-INT8_HISTORY = frozenset({"torch-host", "torch-device", "cpu", "cuda-host", "cuda-device"})
+INT8_HISTORY = frozenset({"torch-host", "torch-device", "cpu", "cuda-host", "cuda-device",
+                          "cuda-emulated-host", "cuda-emulated-device"})
 # Of those, the ones that must equal kernel_order_step bit for bit (the torch implementation
 # contracts multiply-adds, see tests/kernel_order_step.py).
 INT8_KERNELS = INT8_HISTORY - {"torch-host", "torch-device"}
