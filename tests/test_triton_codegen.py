@@ -7,7 +7,12 @@ and with the launches' compile options, and the result is read back:
 - 16-byte vector loads and stores in the PTX of full blocks, for a list that starts with a
   one-element param too (each tensor's alignment is its own);
 - no fused multiply-add, and a correctly rounded division by grad_scale (the C++ and CUDA
-  kernels contract nothing either, and divide with IEEE rounding).
+  kernels contract nothing either, and divide with IEEE rounding);
+- with an 8-bit history (int8 codes, quantized_update.py): the same for the param, grad and
+  buffer streams and 8-byte vectors for the codes where the rows are whole blocks (the flat
+  range and the table's aligned launch), no vectors where they are addressed row by row; the
+  encoder's divisions correctly rounded, and its round-half-even addition and subtraction of
+  1.5 * 2**23 both kept for every element (no compiler folded them away).
 
 The test re-runs this file as a script with TRITON_INTERPRET unset, because kernels defined
 under the interpreter cannot be compiled.
@@ -30,8 +35,13 @@ SCALARS = {"count": "i64", "lr": "fp64", "lr_tensor_ptr": "*fp32", "grad_scale":
 # (param, history, momentum): the common cases and the widest and narrowest element types.
 CASES = [("fp32", "fp32", False), ("fp32", "fp32", True), ("bf16", "fp32", True),
          ("bf16", "bf16", True), ("fp64", "fp64", True)]
+# (param, momentum) with an 8-bit history.
+INT8_CASES = [("fp32", False), ("fp32", True), ("bf16", True)]
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp64": 8}
 VECTOR = re.compile(r"\b(ld|st)\.global(?:\.[\w:]+)*\.(?:v4\.b32|v2\.b64)\b")
+VECTOR_8B = re.compile(r"\b(ld|st)\.global(?:\.[\w:]+)*\.v2\.b32\b")
+# quantized_update.ROUNDER and its negation, as PTX writes fp32 immediates.
+ROUNDER = ("0f4B400000", "0fCB400000")
 
 
 def _tools() -> tuple[str, str]:
@@ -61,7 +71,8 @@ def _compile_all() -> dict:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    types = {"fp32": tl.float32, "fp16": tl.float16, "bf16": tl.bfloat16, "fp64": tl.float64}
+    types = {"fp32": tl.float32, "fp16": tl.float16, "bf16": tl.bfloat16, "fp64": tl.float64,
+             "i8": tl.int8}
     target = GPUTarget("cuda", 90, 32)
 
     def build(kernel, signature, constants, warps) -> dict:
@@ -73,9 +84,12 @@ def _compile_all() -> dict:
                                   options={"num_warps": warps, **launch_rule.COMPILE_OPTIONS})
         ptx = compiled.asm["ptx"]
         vectors = [m[1] for m in VECTOR.finditer(ptx)]
+        vectors_8B = [m[1] for m in VECTOR_8B.finditer(ptx)]
         return {**_resources(compiled.asm["cubin"]), "ld_16B": vectors.count("ld"),
-                "st_16B": vectors.count("st"), "fma": ptx.count("fma.rn"),
-                "div_rn": ptx.count("div.rn."), "div_approximate": ptx.count("div.full.")}
+                "st_16B": vectors.count("st"), "ld_8B": vectors_8B.count("ld"),
+                "st_8B": vectors_8B.count("st"), "fma": ptx.count("fma.rn"),
+                "div_rn": ptx.count("div.rn."), "div_approximate": ptx.count("div.full."),
+                "rounder": sum(ptx.count(f"{c};") for c in ROUNDER)}
 
     def flags(param, momentum):
         return dict(HAS_MOMENTUM=momentum, NESTEROV=False, MAXIMIZE=False,
@@ -84,12 +98,15 @@ def _compile_all() -> dict:
                     COMPUTE=tl.float64 if param == "fp64" else tl.float32)
 
     def signature(param, history, table):
-        # What the launches pass: the table variant gets the table for the five pointers it
-        # does not use, the flat variant its param for the table.
+        # What the launches pass: the table variant gets the table for the seven pointers it
+        # does not use, the flat variant its param for the table (and for the scales with a
+        # float history).
         stream = "*i64" if table else f"*{param}"
+        scales = "*i64" if table else ("*fp32" if history == "i8" else f"*{param}")
         return dict(SCALARS, table_ptr="*i64" if table else f"*{param}", map_start="i32",
                     param_ptr=stream, grad_ptr=stream, d1_ptr="*i64" if table else f"*{history}",
-                    d2_ptr="*i64" if table else f"*{history}", momentum_ptr=stream, numel="i64")
+                    d2_ptr="*i64" if table else f"*{history}", s1_ptr=scales, s2_ptr=scales,
+                    momentum_ptr=stream, numel="i64")
 
     def table(param, history, momentum, block, warps, aligned=True, on_device=True):
         return build(tmsgd_step_kernel, signature(param, history, True),
@@ -110,6 +127,15 @@ def _compile_all() -> dict:
                 dict(flags(param, momentum), HAS_FOUND_INF=False, BLOCK=block, TABLE=False,
                      PARAM_DTYPE=types[param], HISTORY_DTYPE=types[history],
                      COUNTS_ON_DEVICE=False, ALIGNED=False), warps)
+        for param, momentum in INT8_CASES:
+            case = f"{name} {param}/i8 momentum={momentum}"
+            results[f"table {case}"] = table(param, "i8", momentum, block, warps)
+            results[f"rows {case}"] = table(param, "i8", momentum, block, warps, aligned=False)
+            results[f"flat {case}"] = build(
+                tmsgd_step_kernel, signature(param, "i8", False),
+                dict(flags(param, momentum), HAS_FOUND_INF=False, BLOCK=block, TABLE=False,
+                     PARAM_DTYPE=types[param], HISTORY_DTYPE=tl.int8, COUNTS_ON_DEVICE=False,
+                     ALIGNED=False), warps)
 
     # A list that starts with a one-element param, in the launches the table kernel makes for it.
     sizes = [1, 4097, 300, 3, 65536]
@@ -198,6 +224,40 @@ def test_full_blocks_move_16_byte_vectors_with_the_cpu_kernels_arithmetic(compil
         assert result["fma"] == 0, result
         # Every config divides by grad_scale (HAS_GRAD_SCALE): div.rn, never div.full.
         assert result["div_rn"] > 0 and result["div_approximate"] == 0, result
+
+
+# 8-bit history, registers at both of the rule's configs (ptxas of Triton 3.7.1, sm_90): rows
+# of whole blocks (table, flat) 48-64, fp32 and bf16 params; row by row 96-128 (the block's row,
+# column and length per block, in int64). No spills.
+INT8_REGISTER_BOUNDS = {"table": 72, "flat": 72, "rows": 136}
+
+
+@pytest.mark.parametrize("kernel", ["table", "flat", "rows"])
+@pytest.mark.parametrize("case", INT8_CASES, ids=lambda c: f"{c[0]}/i8 momentum={c[1]}")
+def test_int8_history_registers_vectors_and_arithmetic(compiled, kernel, case):
+    """table: the aligned launch (whole-block rows), flat: a flattened range of such tensors,
+    rows: the launch that addresses blocks row by row (rows with a short block, or misaligned
+    tensors): no vectors there, but the same arithmetic."""
+    param, momentum = case
+    for name in ("large", "small"):
+        block, warps = compiled[f"rule {name}"]
+        result = compiled[f"{kernel} {name} {param}/i8 momentum={momentum}"]
+        assert result["regs"] <= INT8_REGISTER_BOUNDS[kernel], (name, result)
+        assert result["local"] == 0 and result["stack"] == 0, (name, result)
+        elements = block // (32 * warps)
+        vectors = (result["ld_16B"], result["st_16B"], result["ld_8B"], result["st_8B"])
+        if kernel == "rows":
+            assert vectors == (0, 0, 0, 0), (name, result)
+        else:
+            p = _vectors_per_stream(block, warps, param)
+            extra = p if momentum else 0
+            # 16 bytes: grad, param (+ buffer) loaded, param (+ buffer) stored; 8 bytes: the
+            # codes (one byte each) of both slots loaded and of the new slot stored.
+            assert vectors == (2 * p + extra, p + extra, 2 * elements // 8, elements // 8), \
+                (name, result)
+        assert result["fma"] == 0, (name, result)
+        assert result["div_rn"] > 0 and result["div_approximate"] == 0, (name, result)
+        assert result["rounder"] == 2 * elements, (name, result)
 
 
 def test_list_starting_with_one_element_param_keeps_its_vectors(compiled):

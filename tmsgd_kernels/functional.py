@@ -118,10 +118,6 @@ def tmsgd(
         torch_step.step((params, grads, delta_even, delta_odd, even_scales, odd_scales,
                          momentum_buffers, steps), scalars, grad_scale, found_inf, parity)
         return
-    if even_scales and implementation == "triton":
-        raise NotImplementedError(
-            "the triton backend has no 8-bit history kernel yet; use backend='torch' or the "
-            "native backend for history_dtype=torch.int8")
     op = ops.triton_step if implementation == "triton" else ops.native_step
     op(params, grads, delta_even, delta_odd, even_scales, odd_scales, momentum_buffers, steps,
        *scalars.arguments(), grad_scale, found_inf)

@@ -1,4 +1,5 @@
-"""The TM-SGD step of one block of elements, shared by the flat and the table kernel.
+"""The TM-SGD step of one block of elements, shared by the flat and the table kernel, and the
+parts of it the 8-bit history's step (quantized_update.py) shares.
 
 The caller passes pointers already advanced to the block's first element, `n`, the number of
 valid elements from there, d1 and d2 already picked by the count's parity, and the count itself:
@@ -41,16 +42,16 @@ def store_as(ptrs, x, mask, FULL: tl.constexpr):
 
 
 @triton.jit
-def update_elements(
-    param_ptrs, grad_ptrs, d1_ptrs, d2_ptrs, momentum_ptrs, mask, later, multistep, lr,
-    grad_scale, b1, b2, momentum, gain, weight_decay,
+def direction(
+    param_ptrs, grad_ptrs, momentum_ptrs, mask, later, grad_scale, momentum, gain, weight_decay,
     HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
     HAS_WEIGHT_DECAY: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr, COMPUTE: tl.constexpr,
     FULL: tl.constexpr,
 ):
-    """The per-element step. FULL blocks need no mask, so their loads and stores can be
+    """The param w and the direction u of its update (torch.optim.SGD's, momentum included: the
+    buffer is stored here), in COMPUTE. FULL blocks need no mask, so their loads and stores can be
     vectorized (a mask `offsets < n` with an arbitrary n defeats that; a mask that is one value
-    for the whole block, as `later` and `multistep`, does not)."""
+    for the whole block, as `later`, does not)."""
     g = load_as(grad_ptrs, mask, COMPUTE, FULL)
     if HAS_GRAD_SCALE:
         # Correctly rounded, as in the C++ and CUDA kernels: Triton's fp32 `/` is div.full.f32
@@ -80,6 +81,27 @@ def update_elements(
             u = g + momentum * buf
         else:
             u = buf
+    return w, u
+
+
+@triton.jit
+def combine(d1, d2, u, b1, b2, lr):
+    """d_new, in the order every implementation computes it (a float or an 8-bit history)."""
+    return (b1 * d1 + b2 * d2) - lr * u
+
+
+@triton.jit
+def update_elements(
+    param_ptrs, grad_ptrs, d1_ptrs, d2_ptrs, momentum_ptrs, mask, later, multistep, lr,
+    grad_scale, b1, b2, momentum, gain, weight_decay,
+    HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
+    HAS_WEIGHT_DECAY: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr, COMPUTE: tl.constexpr,
+    FULL: tl.constexpr,
+):
+    """The per-element step with a float history (FULL: see `direction`)."""
+    w, u = direction(param_ptrs, grad_ptrs, momentum_ptrs, mask, later, grad_scale, momentum,
+                     gain, weight_decay, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY,
+                     HAS_GRAD_SCALE, COMPUTE, FULL)
 
     # During the warm-up the history is not read at all: the masked loads give 0, so
     # d_new = -lr * u, the plain SGD step (no 0 * inf from a history holding inf).
@@ -89,10 +111,32 @@ def update_elements(
         history_mask = mask & multistep
     d1 = widen(tl.load(d1_ptrs, mask=history_mask, other=0), COMPUTE)
     d2 = widen(tl.load(d2_ptrs, mask=history_mask, other=0), COMPUTE)
-    d_new = (b1 * d1 + b2 * d2) - lr * u
+    d_new = combine(d1, d2, u, b1, b2, lr)
 
     store_as(d2_ptrs, d_new, mask, FULL)
     store_as(param_ptrs, w + d_new, mask, FULL)
+
+
+@triton.jit
+def step_scalars(
+    lr, lr_tensor_ptr, grad_scale, grad_scale_ptr, b1, b2, momentum, gain, weight_decay,
+    LR_ON_DEVICE: tl.constexpr, GRAD_SCALE_ON_DEVICE: tl.constexpr, COMPUTE: tl.constexpr,
+):
+    """lr, grad_scale, b1, b2, momentum, gain, weight_decay as COMPUTE scalars. They arrive as
+    fp64 scalars (see the kernel's annotations): tl.full turns them into COMPUTE scalars without a
+    detour through fp32. lr and grad_scale are read from the device instead when they live there
+    (kernel_scalars.py)."""
+    if LR_ON_DEVICE:
+        lr_c = widen(tl.load(lr_tensor_ptr), COMPUTE)
+    else:
+        lr_c = tl.full([], lr, COMPUTE)
+    if GRAD_SCALE_ON_DEVICE:
+        grad_scale_c = widen(tl.load(grad_scale_ptr), COMPUTE)
+    else:
+        grad_scale_c = tl.full([], grad_scale, COMPUTE)
+    return (lr_c, grad_scale_c, tl.full([], b1, COMPUTE), tl.full([], b2, COMPUTE),
+            tl.full([], momentum, COMPUTE), tl.full([], gain, COMPUTE),
+            tl.full([], weight_decay, COMPUTE))
 
 
 @triton.jit
@@ -117,23 +161,9 @@ def update_block(
     counts = tl.full([BLOCK], count, tl.int64)
     later = counts != 0
     multistep = counts >= switch_step
-
-    # Hyperparameters arrive as fp64 scalars (see the kernels' annotations): tl.full turns them
-    # into COMPUTE scalars without a detour through fp32. lr and grad_scale are read from the
-    # device instead when they live there (kernel_scalars.py).
-    if LR_ON_DEVICE:
-        lr_c = widen(tl.load(lr_tensor_ptr), COMPUTE)
-    else:
-        lr_c = tl.full([], lr, COMPUTE)
-    if GRAD_SCALE_ON_DEVICE:
-        grad_scale_c = widen(tl.load(grad_scale_ptr), COMPUTE)
-    else:
-        grad_scale_c = tl.full([], grad_scale, COMPUTE)
-    b1_c = tl.full([], b1, COMPUTE)
-    b2_c = tl.full([], b2, COMPUTE)
-    momentum_c = tl.full([], momentum, COMPUTE)
-    gain_c = tl.full([], gain, COMPUTE)
-    weight_decay_c = tl.full([], weight_decay, COMPUTE)
+    lr_c, grad_scale_c, b1_c, b2_c, momentum_c, gain_c, weight_decay_c = step_scalars(
+        lr, lr_tensor_ptr, grad_scale, grad_scale_ptr, b1, b2, momentum, gain, weight_decay,
+        LR_ON_DEVICE, GRAD_SCALE_ON_DEVICE, COMPUTE)
 
     offsets = tl.arange(0, BLOCK)
     if n >= BLOCK:

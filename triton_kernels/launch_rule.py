@@ -37,16 +37,23 @@ SMALL = (1024, 4)
 COMPILE_OPTIONS = {"enable_fp_fusion": False}
 
 
-def flat_config(numel: int, device: torch.device) -> tuple[int, int]:
-    """(BLOCK, num_warps) for one contiguous range of `numel` elements."""
+def _interpreter_block(numel: int, smallest: int) -> int:
+    return min(max(triton.next_power_of_2(numel), 16, smallest), INTERPRETER_MAX_BLOCK)
+
+
+def flat_config(numel: int, device: torch.device, smallest: int = 1) -> tuple[int, int]:
+    """(BLOCK, num_warps) for one contiguous range of `numel` elements; BLOCK at least
+    `smallest` (a power of two: an 8-bit history's block), which every GPU block is."""
     if device.type != "cuda":
-        return min(max(triton.next_power_of_2(numel), 16), INTERPRETER_MAX_BLOCK), 1
+        return _interpreter_block(numel, smallest), 1
     return LARGE if numel >= GPU_LARGE_RANGE else SMALL
 
 
-def table_config(numels: list[int], device: torch.device) -> tuple[int, int]:
-    """(BLOCK, num_warps) for a list of tensors stepped through the pointer table."""
+def table_config(numels: list[int], device: torch.device, smallest: int = 1
+                 ) -> tuple[int, int]:
+    """(BLOCK, num_warps) for a list of tensors stepped through the pointer table; `smallest`
+    as for flat_config."""
     largest = max(numels)
     if device.type != "cuda":
-        return min(max(triton.next_power_of_2(largest), 16), INTERPRETER_MAX_BLOCK), 1
+        return _interpreter_block(largest, smallest), 1
     return LARGE if sum(numels) / len(numels) >= GPU_LARGE_RANGE else SMALL

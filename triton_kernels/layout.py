@@ -30,7 +30,7 @@ from itertools import chain
 
 import torch
 
-from . import pointer_table
+from . import int8_blocks, pointer_table
 from .launch_rule import flat_config, table_config
 from .tensor_checks import check_tensors, in_param_layout
 from .tensor_lists import TensorLists
@@ -77,22 +77,36 @@ def _build(lists: TensorLists, counts_on_device: bool) -> Layout:
     total = sum(numels)
     device = lists.params[0].device
     first = next((i for i, n in enumerate(numels) if n), 0)
-    flat = not counts_on_device and all(map(_back_to_back, lists.streams()))
+    quantized = bool(lists.delta_even_scales)
+    ranges = lists.streams()
+    if quantized:
+        # An 8-bit history's blocks lie in one range only where every row is whole blocks.
+        ranges += (lists.delta_even_scales, lists.delta_odd_scales)
+    flat = (not counts_on_device and all(map(_back_to_back, ranges))
+            and (not quantized or all(map(int8_blocks.rows_of_whole_blocks, lists.params))))
+    # The kernels step an 8-bit history's blocks whole.
+    smallest = int8_blocks.SCALE_BLOCK if quantized else 1
     if flat:
-        block, warps = flat_config(total, device)
+        block, warps = flat_config(total, device, smallest)
         return Layout(block, warps, total, first, None)
-    block, warps = table_config(numels, device)
+    if quantized:
+        # The table counts a short block at a row's end as a whole one.
+        numels = [int8_blocks.blocks(p) * int8_blocks.SCALE_BLOCK for p in lists.params]
+    block, warps = table_config(numels, device, smallest)
     _stats["tables"] += 1
     table = pointer_table.build(lists, block, counts_on_device)
     return Layout(block, warps, total, first, table)
 
 
 def _key(lists: TensorLists, counts_on_device: bool, device: torch.device) -> tuple:
-    tensors = list(chain(*lists.streams(), lists.steps if counts_on_device else ()))
+    tensors = list(chain(*lists.streams(), lists.delta_even_scales, lists.delta_odd_scales,
+                         lists.steps if counts_on_device else ()))
     # The raw handle (an int) of the current stream: no Stream object per step.
     stream = torch._C._cuda_getCurrentRawStream(device.index) if device.type == "cuda" else None
-    # The number of params and whether there are buffers fix which list each tensor is from.
+    # The number of params and whether there are buffers and scales fix which list each tensor is
+    # from.
     return (counts_on_device, device, stream, len(lists.params), bool(lists.momentum_buffers),
+            bool(lists.delta_even_scales),
             tuple(map(_data_ptr, tensors)), tuple(map(_shape, tensors)),
             tuple(map(_stride, tensors)), tuple(map(_dtype, tensors)))
 

@@ -14,6 +14,9 @@ device   counts on the params' device (capturable=True): every program reads its
          found_inf, read on the device, is non-zero. Nothing is read on the host, except the
          one-element tensors (lr_tensor, grad_scale, found_inf) that are on the CPU: reading
          those costs no synchronization (the CUDA op reads them there too).
+
+An 8-bit history (int8 codes in delta_even/delta_odd, their block scales in delta_even_scales/
+delta_odd_scales) takes the same paths, in the kernel's quantized variant (quantized_update.py).
 """
 
 from __future__ import annotations
@@ -123,9 +126,6 @@ def tmsgd_step_triton(params: list[torch.Tensor], grads: list[torch.Tensor],
     scalars = StepScalars(lr=lr, lr_tensor=lr_tensor, b1=b1, b2=b2, momentum=momentum,
                           dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                           maximize=maximize, switch_step=switch_step)
-    if delta_even_scales or delta_odd_scales:
-        raise NotImplementedError("tmsgd_step_triton has no 8-bit history kernel yet: "
-                                  "delta_even_scales and delta_odd_scales must be empty")
     lists = TensorLists(params, grads, delta_even, delta_odd, delta_even_scales,
                         delta_odd_scales, momentum_buffers, steps)
     counts_on_device = bool(steps) and steps[0].device.type != "cpu"

@@ -4,9 +4,14 @@ of two ways (the constexpr TABLE picks, so each compiled variant holds only its 
 flat    one range per list (flattened buffers: each list's tensors back to back in memory), for
         counts read on the host: program b takes elements [b * BLOCK, (b + 1) * BLOCK) from the
         pointers it is given, with the count of their class.
-table   any list of tensors, in one launch (two when some tensors are not 16-byte aligned):
-        program b reads from the pointer table (pointer_table.py) which tensor and which block
-        of it to step, the tensor's addresses and, with the counts on the device, its count.
+table   any list of tensors, in one launch (two when some tensors are not aligned): program b
+        reads from the pointer table (pointer_table.py) which tensor and which block of it to
+        step, the tensor's addresses and, with the counts on the device, its count.
+
+With an 8-bit history (HISTORY_DTYPE int8) a program's BLOCK elements are BLOCK // 256 of the
+history's blocks (quantized_update.py): flat ranges are of tensors whose rows are whole blocks
+(layout.py), so block q of the range is elements [256 q, 256 q + 256) with scale q; through the
+table, the aligned tensors' blocks are addressed so too, the others row by row.
 
 The arguments a variant does not use get stand-ins (a tensor, 0) it never reads.
 """
@@ -21,6 +26,7 @@ from . import pointer_table as pt
 from .element_update import update_block
 from .kernel_scalars import KernelScalars
 from .launch_rule import COMPILE_OPTIONS
+from .quantized_update import SCALE_BLOCK, update_quantized_blocks
 from .tensor_lists import TensorLists
 
 ROW = tl.constexpr(pt.ROW)
@@ -31,12 +37,17 @@ DELTA_ODD = tl.constexpr(pt.DELTA_ODD)
 MOMENTUM = tl.constexpr(pt.MOMENTUM)
 STEP = tl.constexpr(pt.STEP)
 NUMEL = tl.constexpr(pt.NUMEL)
+ROW_LENGTH = tl.constexpr(pt.ROW_LENGTH)
+EVEN_SCALES = tl.constexpr(pt.EVEN_SCALES)
+ODD_SCALES = tl.constexpr(pt.ODD_SCALES)
+BLOCKS = tl.constexpr(pt.BLOCKS)
 
 TRITON_DTYPES = {
     torch.float64: tl.float64,
     torch.float32: tl.float32,
     torch.float16: tl.float16,
     torch.bfloat16: tl.bfloat16,
+    torch.int8: tl.int8,
 }
 
 
@@ -52,7 +63,8 @@ def _address(row, field, DTYPE: tl.constexpr, ALIGNED: tl.constexpr):
 # a variant for the values Triton would otherwise specialize on (1, multiples of 16) buys nothing.
 @triton.jit(do_not_specialize=["map_start", "count", "switch_step"])
 def tmsgd_step_kernel(
-    table_ptr, map_start, param_ptr, grad_ptr, d1_ptr, d2_ptr, momentum_ptr, numel, count,
+    table_ptr, map_start, param_ptr, grad_ptr, d1_ptr, d2_ptr, s1_ptr, s2_ptr, momentum_ptr, numel,
+    count,
     lr: tl.float64, lr_tensor_ptr, grad_scale: tl.float64, grad_scale_ptr, found_inf_ptr,
     b1: tl.float64, b2: tl.float64, momentum: tl.float64, gain: tl.float64,
     weight_decay: tl.float64, switch_step,
@@ -87,16 +99,36 @@ def tmsgd_step_kernel(
             d1_ptr = tl.multiple_of(d1_ptr, 16)
             d2_ptr = tl.multiple_of(d2_ptr, 16)
         numel = tl.load(row + NUMEL)
+        if HISTORY_DTYPE == tl.int8:
+            even_scales = tl.load(row + EVEN_SCALES)
+            odd_scales = tl.load(row + ODD_SCALES)
+            s1_ptr = tl.where(odd, even_scales, odd_scales).to(tl.pointer_type(tl.float32))
+            s2_ptr = tl.where(odd, odd_scales, even_scales).to(tl.pointer_type(tl.float32))
+            row_length = tl.load(row + ROW_LENGTH)
+            blocks = tl.load(row + BLOCKS)
     else:
         # int64 offsets: a flat buffer may hold more than 2**31 elements.
         start = tl.program_id(0).to(tl.int64) * BLOCK
-    update_block(
-        param_ptr + start, grad_ptr + start, d1_ptr + start, d2_ptr + start,
-        momentum_ptr + start, numel - start, count,
-        lr, lr_tensor_ptr, grad_scale, grad_scale_ptr, found_inf_ptr, b1, b2, momentum, gain,
-        weight_decay, switch_step, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY,
-        LR_ON_DEVICE, HAS_GRAD_SCALE, GRAD_SCALE_ON_DEVICE, HAS_FOUND_INF, COMPUTE, BLOCK,
-    )
+        # A flat range with an 8-bit history: every block full (the row length is not read).
+        row_length = numel
+        blocks = numel // SCALE_BLOCK
+    if HISTORY_DTYPE == tl.int8:
+        update_quantized_blocks(
+            param_ptr, grad_ptr, d1_ptr, d2_ptr, s1_ptr, s2_ptr, momentum_ptr,
+            start // SCALE_BLOCK, blocks, row_length, count,
+            lr, lr_tensor_ptr, grad_scale, grad_scale_ptr, found_inf_ptr, b1, b2, momentum, gain,
+            weight_decay, switch_step, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY,
+            LR_ON_DEVICE, HAS_GRAD_SCALE, GRAD_SCALE_ON_DEVICE, HAS_FOUND_INF, BLOCK,
+            TABLE and not ALIGNED,
+        )
+    else:
+        update_block(
+            param_ptr + start, grad_ptr + start, d1_ptr + start, d2_ptr + start,
+            momentum_ptr + start, numel - start, count,
+            lr, lr_tensor_ptr, grad_scale, grad_scale_ptr, found_inf_ptr, b1, b2, momentum, gain,
+            weight_decay, switch_step, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY,
+            LR_ON_DEVICE, HAS_GRAD_SCALE, GRAD_SCALE_ON_DEVICE, HAS_FOUND_INF, COMPUTE, BLOCK,
+        )
 
 
 def _dtypes(lists: TensorLists) -> dict:
@@ -107,14 +139,19 @@ def _dtypes(lists: TensorLists) -> dict:
 def launch_flat(lists: TensorLists, first: int, numel: int, block: int, warps: int, count: int,
                 args: KernelScalars) -> None:
     """Step `numel` elements from tensor `first` of every list (the first non-empty one) for
-    tensors that have taken `count` steps (or any count of the same class)."""
+    tensors that have taken `count` steps (or any count of the same class); with an 8-bit
+    history, their scales from the first tensor's on."""
     even, odd = lists.delta_even[first], lists.delta_odd[first]
-    # A count k reads d2 from slot k % 2 and writes d_new there; d1 is the other slot.
-    d1, d2 = (even, odd) if count % 2 else (odd, even)
     param = lists.params[first]
+    even_scales, odd_scales = param, param
+    if lists.delta_even_scales:
+        even_scales, odd_scales = lists.delta_even_scales[first], lists.delta_odd_scales[first]
+    # A count k reads d2 from slot k % 2 and writes d_new there; d1 is the other slot.
+    d1, d2, s1, s2 = ((even, odd, even_scales, odd_scales) if count % 2
+                      else (odd, even, odd_scales, even_scales))
     momentum = lists.momentum_buffers[first] if lists.momentum_buffers else param
     tmsgd_step_kernel[(triton.cdiv(numel, block),)](
-        param, 0, param, lists.grads[first], d1, d2, momentum, numel, count, *args.values,
+        param, 0, param, lists.grads[first], d1, d2, s1, s2, momentum, numel, count, *args.values,
         **args.flags, BLOCK=block, TABLE=False, **_dtypes(lists), COUNTS_ON_DEVICE=False,
         ALIGNED=False, num_warps=warps, **COMPILE_OPTIONS,
     )
@@ -131,9 +168,9 @@ def launch_table(table: pt.PointerTable, lists: TensorLists, block: int, warps: 
                               (table.blocks - table.aligned_blocks, False)):
         if programs:
             tmsgd_step_kernel[(programs,)](
-                table.table, map_start, stand_in, stand_in, stand_in, stand_in, stand_in, 0,
-                count, *args.values, **args.flags, BLOCK=block, TABLE=True, **_dtypes(lists),
-                COUNTS_ON_DEVICE=counts_on_device, ALIGNED=aligned, num_warps=warps,
-                **COMPILE_OPTIONS,
+                table.table, map_start, stand_in, stand_in, stand_in, stand_in, stand_in,
+                stand_in, stand_in, 0, count, *args.values, **args.flags, BLOCK=block, TABLE=True,
+                **_dtypes(lists), COUNTS_ON_DEVICE=counts_on_device, ALIGNED=aligned,
+                num_warps=warps, **COMPILE_OPTIONS,
             )
         map_start += 2 * programs

@@ -11,10 +11,14 @@ import torch
 
 from tmsgd_kernels.step_contract import StepScalars
 
+from . import int8_blocks
 from .tensor_lists import TensorLists
 
 PARAM_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 HISTORY_DTYPES = PARAM_DTYPES
+# An 8-bit history (int8 codes and their block scales) decodes to fp32: fp64 params keep a float
+# history, whose update runs in fp64.
+INT8_PARAM_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _describe(tensor: torch.Tensor) -> str:
@@ -58,22 +62,57 @@ def check_call(lists: TensorLists, scalars: StepScalars, grad_scale: torch.Tenso
                     f"be empty when momentum == 0: got {len(tensors)} for {len(params)} params "
                     f"with momentum {scalars.momentum}")
         elif name in ("delta_even_scales", "delta_odd_scales"):
-            if tensors and len(tensors) != len(params):
-                raise ValueError(f"{name} must be empty (a float history) or hold one tensor "
-                                 f"per param: got {len(tensors)} for {len(params)} params")
+            expected = len(params) if _quantized(lists) else 0
+            if len(tensors) != expected:
+                raise ValueError(f"{name} must hold one tensor per param with an int8 history "
+                                 f"and be empty with a float history: got {len(tensors)} for "
+                                 f"{len(params)} params, history dtype {_history(lists)}")
         elif len(tensors) != len(params):
             raise ValueError(f"got {len(tensors)} {name} for {len(params)} params")
     if not params:
         return
     if params[0].dtype not in PARAM_DTYPES:
         raise TypeError(f"the triton backend steps {PARAM_DTYPES} params, not {params[0].dtype}")
-    if lists.delta_even[0].dtype not in HISTORY_DTYPES:
-        raise TypeError(f"the triton backend keeps history in {HISTORY_DTYPES}, not "
+    if _quantized(lists):
+        if params[0].dtype not in INT8_PARAM_DTYPES:
+            raise TypeError(f"an int8 history needs {INT8_PARAM_DTYPES} params, not "
+                            f"{params[0].dtype}")
+    elif lists.delta_even[0].dtype not in HISTORY_DTYPES:
+        raise TypeError(f"the triton backend keeps history in {HISTORY_DTYPES} or int8, not "
                         f"{lists.delta_even[0].dtype}")
     device = params[0].device
     _one_element(scalars.lr_tensor, "lr_tensor", device, integers_allowed=True)
     _one_element(grad_scale, "grad_scale", device, integers_allowed=False)
     _one_element(found_inf, "found_inf", device, integers_allowed=False)
+
+
+def _quantized(lists: TensorLists) -> bool:
+    return bool(lists.delta_even) and lists.delta_even[0].dtype == torch.int8
+
+
+def _history(lists: TensorLists) -> str:
+    return str(lists.delta_even[0].dtype) if lists.delta_even else "none"
+
+
+def _check_int8(i: int, p: torch.Tensor, even_scales: torch.Tensor,
+                odd_scales: torch.Tensor) -> None:
+    """Param i of an int8-history call: rows (dim-0 slices) that are ranges of memory, and both
+    slots' scales of their shape (int8_blocks.py)."""
+    if p.dim() == 0:
+        raise ValueError(f"params[{i}] is 0-dim: an int8 history needs params of one or more "
+                         f"dimensions (its blocks lie within dim-0 slices)")
+    rows, per_row = p.shape[0], int8_blocks.row_length(p)
+    if rows > 1 and per_row and p.stride(0) != per_row:
+        raise ValueError(f"params[{i}] ({_describe(p)}): an int8 history needs each dim-0 slice "
+                         f"contiguous in memory (dim 0 outermost)")
+    shape = int8_blocks.scales_shape(p)
+    for name, scales in (("delta_even_scales", even_scales), ("delta_odd_scales", odd_scales)):
+        if (scales.shape != shape or scales.dtype != torch.float32
+                or scales.device != p.device or not scales.is_contiguous()):
+            raise ValueError(f"{name}[{i}] ({_describe(scales)}) must be a contiguous fp32 "
+                             f"tensor of shape {shape} on {p.device}: one scale per block of "
+                             f"{int8_blocks.SCALE_BLOCK} elements of a dim-0 slice of params[{i}] "
+                             f"({_describe(p)})")
 
 
 def _same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -97,9 +136,11 @@ def check_tensors(lists: TensorLists, counts_on_device: bool) -> None:
     one-element tensors on the params' device."""
     first = lists.params[0]
     history_dtype = lists.delta_even[0].dtype
-    buffers = lists.momentum_buffers or [None] * len(lists.params)
-    for i, (p, g, even, odd, buf, count) in enumerate(zip(
-            lists.params, lists.grads, lists.delta_even, lists.delta_odd, buffers, lists.steps)):
+    absent = [None] * len(lists.params)
+    buffers = lists.momentum_buffers or absent
+    for i, (p, g, even, odd, buf, count, even_scales, odd_scales) in enumerate(zip(
+            lists.params, lists.grads, lists.delta_even, lists.delta_odd, buffers, lists.steps,
+            lists.delta_even_scales or absent, lists.delta_odd_scales or absent)):
         if p.dtype != first.dtype or p.device != first.device:
             raise ValueError(f"params must share one dtype and device: params[{i}] is "
                              f"{p.dtype} on {p.device}, params[0] {first.dtype} on {first.device}")
@@ -111,6 +152,8 @@ def check_tensors(lists: TensorLists, counts_on_device: bool) -> None:
         _check_like(f"delta_odd[{i}]", odd, p, history_dtype, layout=True)
         if buf is not None:
             _check_like(f"momentum_buffers[{i}]", buf, p, p.dtype, layout=True)
+        if even_scales is not None:
+            _check_int8(i, p, even_scales, odd_scales)
         if counts_on_device and (count.numel() != 1 or count.dtype != torch.int64
                                  or count.device != p.device):
             raise ValueError(f"steps[{i}] ({_describe(count)}) must be a one-element int64 "
