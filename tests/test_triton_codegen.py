@@ -226,9 +226,10 @@ def test_full_blocks_move_16_byte_vectors_with_the_cpu_kernels_arithmetic(compil
         assert result["div_rn"] > 0 and result["div_approximate"] == 0, result
 
 
-# 8-bit history, registers at both of the rule's configs (ptxas of Triton 3.7.1, sm_90): rows
-# of whole blocks (table, flat) 48-64, fp32 and bf16 params; row by row 96-128 (the block's row,
-# column and length per block, in int64). No spills.
+# 8-bit history, registers at both of the rule's configs (ptxas of Triton 3.6.0 / 3.7.1 / 3.9.0,
+# sm_90): rows of whole blocks (table, flat) 48-64, fp32 and bf16 params; row by row 92-128
+# (each block's row, column and length, in int64). No spills: with the codes computed before the
+# param was stored, 3.9.0 kept one register on the stack across the divisions' slow-path calls.
 INT8_REGISTER_BOUNDS = {"table": 72, "flat": 72, "rows": 136}
 
 

@@ -36,22 +36,27 @@ ROUNDER = tl.constexpr(12582912.0)
 
 
 @triton.jit
-def encode(d_new, mask):
-    """Codes (int8) and scales (one per tile row) of the tile `d_new`, valid where `mask`."""
+def block_scales(d_new, mask):
+    """One scale per tile row: the absmax of its valid elements (`mask`) / 127."""
     magnitude = tl.where(mask, tl.abs(d_new), 0.0)
     # Compiled, tl.max skips NaN (max.f32); adding the sum of the block's NaNs (0.0 without)
     # makes a block with a NaN get a NaN scale, as torch's amax does: it decodes to NaN.
     nans = tl.where(magnitude == magnitude, 0.0, magnitude)
     absmax = tl.max(magnitude, axis=1) + tl.sum(nans, axis=1)
-    scale = tl.math.div_rn(absmax, CODE_MAX)
+    return tl.math.div_rn(absmax, CODE_MAX)
+
+
+@triton.jit
+def codes_of(d_new, scales):
+    """The int8 codes of the tile `d_new` with one scale per row."""
     # An all-zero block (scale 0) divides its zeros by 1: codes 0, no 0 / 0.
-    ratio = tl.math.div_rn(d_new, tl.where(scale == 0, 1.0, scale)[:, None])
+    ratio = tl.math.div_rn(d_new, tl.where(scales == 0, 1.0, scales)[:, None])
     rounded = (ratio + ROUNDER) - ROUNDER
     codes = tl.minimum(tl.maximum(rounded, -CODE_MAX), CODE_MAX)
     # A NaN ratio (a NaN scale, or inf / inf) stores 0, what torch's NaN -> int8 conversion
     # gives on x86 and CUDA.
     codes = tl.where(ratio == ratio, codes, 0.0)
-    return codes.to(tl.int8), scale
+    return codes.to(tl.int8)
 
 
 @triton.jit
@@ -108,7 +113,9 @@ def update_quantized_blocks(
     d2 = tl.load(d2_ptr + offsets, mask=history, other=0).to(tl.float32) * s2[:, None]
     d_new = combine(d1, d2, u, b1_c, b2_c, lr_c)
 
-    codes, scales = encode(d_new, mask)
-    tl.store(d2_ptr + offsets, codes, mask=mask)
-    tl.store(s2_ptr + block_ids, scales, mask=in_range)
+    # The param and the scales are stored before the codes are computed: their registers are
+    # then free during the divisions (each a call of ptxas's slow path for some operands).
     store_as(param_ptr + offsets, w + d_new, mask, False)
+    scales = block_scales(d_new, mask)
+    tl.store(s2_ptr + block_ids, scales, mask=in_range)
+    tl.store(d2_ptr + offsets, codes_of(d_new, scales), mask=mask)
