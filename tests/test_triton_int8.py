@@ -10,7 +10,8 @@ Why power-of-two scalars: torch's CPU add with an alpha runs as one fused multip
 vectorized add is vec::fmadd), while the kernels round every product (no contraction, as the C++
 kernels). With lr, weight decay, momentum, 1 - dampening and the coefficients' b1, b2 powers of
 two every such product is exact and both round the same sums, so any difference is the kernel's.
-The float64 oracle with other scalars is the kernel contract's test (tests/kernel_contract.py).
+With other scalars the reference is tests/kernel_order_step.py (the native kernels' arithmetic
+in unfused torch ops, and the reference encoder), which the Triton kernel equals bit for bit too.
 
 Under TRITON_INTERPRET=1 (tests/conftest.py sets it without a GPU) the kernels run on CPU tensors;
 the device path is then called below the op, as the contract harness does. bf16 params are held
@@ -19,6 +20,7 @@ to the torch step bit for bit only compiled: the interpreter truncates bf16 stor
 
 from __future__ import annotations
 
+import kernel_order_step
 import pytest
 import torch
 
@@ -63,15 +65,16 @@ def scales_for(param: torch.Tensor) -> torch.Tensor:
 
 class Pair:
     """The same params and 8-bit history stepped by the torch step (its host or device path, as
-    `mode`) and by the Triton op, each on its own copy; `step` steps both with the same grads and
-    compares every tensor."""
+    `mode`; or, `kernel_order`, by kernel_order_step) and by the Triton op, each on its own copy;
+    `step` steps both with the same grads and compares every tensor."""
 
     def __init__(self, params: list[torch.Tensor], mode: str, counts: list[int] | None = None,
-                 seed: int = 0, lr_tensor: bool = False, coefficients: str = "paper",
-                 **options) -> None:
-        self.mode, self.options = mode, options
+                 seed: int = 0, lr: float = LR, lr_tensor: bool = False,
+                 coefficients: str = "paper",
+                 kernel_order: bool = False, **options) -> None:
+        self.mode, self.options, self.kernel_order = mode, options, kernel_order
         self.generator = torch.Generator().manual_seed(seed)
-        self.lr = torch.tensor(LR, device=DEVICE) if lr_tensor else LR
+        self.lr = torch.tensor(lr, device=DEVICE) if lr_tensor else lr
         a0, a1, _ = COEFFICIENTS[coefficients]
         self.b1, self.b2 = a0 - 1.0, a0 + a1 - 1.0
         counts = counts or [0] * len(params)
@@ -105,8 +108,11 @@ class Pair:
         if grads is None:
             scale = 1.0 if grad_scale is None else grad_scale.item()
             grads = [self.random(p) * scale for p in params]
-        torch_path = torch_step.device_step if self.mode == "device" else torch_step.host_step
-        torch_path(params, grads, *state, self.scalars(), grad_scale, found_inf)
+        if self.kernel_order:
+            reference = kernel_order_step.step
+        else:
+            reference = torch_step.device_step if self.mode == "device" else torch_step.host_step
+        reference(params, grads, *state, self.scalars(), grad_scale, found_inf)
         self.triton_step(grads, grad_scale, found_inf)
         self.assert_equal()
 
@@ -149,6 +155,17 @@ def test_every_option_matches_the_torch_step_bit_for_bit(mode, options):
     pair = Pair(params_of(SHAPES), mode, **options)
     for _ in range(5):
         pair.step()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("mode", MODES)
+def test_any_scalars_match_the_kernels_order_bit_for_bit(mode, dtype):
+    """Scalars whose products round (lr 0.05, momentum 0.9, ...) against kernel_order_step."""
+    pair = Pair(params_of(SHAPES, dtype), mode, counts=[0, 1, 2, 3, 4, 5], lr=0.05,
+                kernel_order=True, momentum=0.9, dampening=0.1, nesterov=True,
+                weight_decay=1e-2, switch_step=2)
+    for _ in range(3):
+        pair.step(grad_scale=torch.tensor(3.0, device=DEVICE))
 
 
 @pytest.mark.parametrize("mode", MODES)

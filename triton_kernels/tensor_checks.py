@@ -75,8 +75,8 @@ def check_call(lists: TensorLists, scalars: StepScalars, grad_scale: torch.Tenso
         raise TypeError(f"the triton backend steps {PARAM_DTYPES} params, not {params[0].dtype}")
     if _quantized(lists):
         if params[0].dtype not in INT8_PARAM_DTYPES:
-            raise TypeError(f"an int8 history needs {INT8_PARAM_DTYPES} params, not "
-                            f"{params[0].dtype}")
+            raise TypeError(f"params[0] is {params[0].dtype}: an int8 history needs "
+                            f"{INT8_PARAM_DTYPES} params")
     elif lists.delta_even[0].dtype not in HISTORY_DTYPES:
         raise TypeError(f"the triton backend keeps history in {HISTORY_DTYPES} or int8, not "
                         f"{lists.delta_even[0].dtype}")
