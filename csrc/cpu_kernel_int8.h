@@ -101,6 +101,9 @@ void step_int8_typed(const CpuCall<float>& call) {
     for (; i < call.count && offsets[i] < end; ++i) {
       const int64_t lo = std::max(begin, offsets[i]) - offsets[i];
       const int64_t hi = std::min(end, offsets[i + 1]) - offsets[i];
+      if (hi <= lo) {
+        continue;  // params without blocks
+      }
       const CpuTensor<float>& t = call.tensors[i];
       const UpdateScalars<float>& s = t.scalars;
       const int64_t blocks_per_row = (t.per_row + kInt8Block - 1) / kInt8Block;
