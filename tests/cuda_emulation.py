@@ -10,7 +10,7 @@ tables, grid sizing and the kernels themselves.
     library(variant, source)  builds, or finds in build/cuda_emulation/, the shared library
     load()                    builds and loads the variant this process runs (once)
     fake(tensor)              a fake CUDA tensor over a CPU tensor's memory
-    configure(...)            the emulated device's multiprocessors and block order
+    configured(...)           the emulated device's multiprocessors and block order, for a block
     take_launches()           the kernel launches since the last call
     contract_call(...)        the step as tests/kernel_contract.py calls an implementation
 
