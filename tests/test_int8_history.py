@@ -197,3 +197,14 @@ def test_quadratic_drift_is_small_and_heavy_ball_drifts_far_more():
     heavy_ball = quadratic_drift(HEAVY_BALL, torch.int8, seed=0, noise=0.0, lr=0.05)
     assert paper <= 5e-4
     assert heavy_ball >= 10 * paper
+
+
+def test_values_in_another_layout_are_encoded_by_their_params_memory_order():
+    """d_new may take its gradient's layout (contiguous for a channels_last param): encoding
+    must follow the codes' layout, not the values' memory."""
+    generator = torch.Generator().manual_seed(2)
+    param = torch.randn(8, 16, 8, 8, generator=generator).to(memory_format=torch.channels_last)
+    codes, scales = _codes_for(param)
+    other_codes, other_scales = int8_history.zeros_for(param)
+    int8_history.encode_into(param.contiguous(), other_codes, other_scales)
+    assert torch.equal(codes, other_codes) and torch.equal(scales, other_scales)

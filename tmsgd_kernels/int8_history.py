@@ -87,6 +87,8 @@ def encode_into(values: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor)
     and `scales`, in place (plain tensors: a shard's own rows)."""
     if codes.numel() == 0:
         return
+    if values.stride() != codes.stride():  # e.g. a d_new that took its gradient's layout
+        values = torch.empty_like(codes, dtype=torch.float32).copy_(values)
     rows, per_row = scales.shape[0], codes.numel() // scales.shape[0]
     blocks = _blocks(_memory_rows(values, rows, per_row), rows, per_row)
     absmax = blocks.abs().amax(dim=2)
