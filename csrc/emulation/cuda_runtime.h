@@ -6,7 +6,8 @@
 // the calling thread (emulated_device.cpp). That is the kernel's result on a GPU only when its
 // threads never communicate: no shared memory, barriers, warp shuffles or atomics. None of them
 // is declared here, so a kernel that starts using one stops compiling in the emulation instead
-// of giving a wrong answer.
+// of giving a wrong answer; a warp's shuffles run only inside warp_lockstep
+// (csrc/warp_lockstep.h), which runs the warp's lanes as fibers that meet at every shuffle.
 #pragma once
 
 #include <cstddef>
