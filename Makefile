@@ -23,7 +23,7 @@ endif
 
 SOURCES := setup.py pyproject.toml requirements-test.txt tmsgd_kernels/_version.py \
 	$(wildcard build_backend/*.py) \
-	$(wildcard csrc/*.cpp csrc/*.h csrc/*.cu csrc/*/*.cpp)
+	$(wildcard csrc/*.cpp csrc/*.h csrc/*.cu csrc/cpu_capability/*.cpp)
 
 .PHONY: setup run bench test lint experiments experiments-full auxvar auxvar-full clean gpu-check \
 	emulate-sanitize
