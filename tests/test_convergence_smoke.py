@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
 
 from experiments.convergence import protocol
 from experiments.convergence.analysis import analyse, paired, verdict
-from experiments.convergence.config import Config
-from experiments.convergence.design import COMPARISONS, GROUPS, MIN_SEEDS, members, n_seeds
+from experiments.convergence.config import FULL, QUICK, Config
+from experiments.convergence.design import (
+    COMPARISONS,
+    FAMILIES,
+    GROUPS,
+    MIN_SEEDS,
+    USED_TEST_SEEDS,
+    members,
+    n_seeds,
+)
 from experiments.convergence.optimizers import CONFIGS, make_optimizer
 from experiments.convergence.plots import all_plots
 from experiments.convergence.report import summary_markdown
@@ -96,6 +106,47 @@ def test_design_is_complete() -> None:
     assert n_seeds(len(TASK_NAMES)) >= MIN_SEEDS
 
 
+def test_families_partition_the_comparisons() -> None:
+    """Every comparison is in exactly one family; the paper's claim (TM-SGD vs SGD, with and
+    without the warm-up) is the primary family and nothing else is."""
+    flat = [c for f in FAMILIES.values() for c in f]
+    assert len(flat) == len(set(flat)) == len(COMPARISONS)
+    assert set(FAMILIES["primary"]) == {("tmsgd", "sgd"), ("tmsgd_warm", "sgd")}
+    assert set(FAMILIES["momentum"]) == {("tmsgdm", "sgdm"), ("tmsgdm", "nesterov")}
+
+
+def test_seeds_are_fresh_and_disjoint() -> None:
+    """New test seeds were never test seeds before; quick and full test seeds are disjoint; no
+    validation seed is a test seed; the full run selects lrs on at least 3 seeds."""
+    assert not (set(FULL.final_seeds) | set(QUICK.final_seeds)) & USED_TEST_SEEDS
+    assert not set(FULL.final_seeds) & set(QUICK.final_seeds)
+    for cfg in (FULL, QUICK):
+        assert not set(cfg.grid_seeds) & set(cfg.final_seeds)
+    assert len(FULL.grid_seeds) >= 3
+    assert len(FULL.final_seeds) == n_seeds(len(TASK_NAMES))
+
+
+def test_selection_excludes_an_lr_that_diverged_on_any_validation_seed() -> None:
+    assert protocol.score([1.0, 2.0, 3.0], True) == 2.0
+    assert protocol.score([1.0, 2.0, 3.0], False) == -2.0
+    assert protocol.score([1.0, None, 3.0], True) == -math.inf
+    assert protocol.score([1.0, math.nan, 3.0], False) == -math.inf
+    assert protocol.best_e({-4: 2.0, -2: -math.inf, -3: 2.0}) == -4  # tie: the smaller lr
+
+
+def test_comparison_sides_search_each_others_best_lr() -> None:
+    """TM-SGD's window reaches SGD's best coarse lr and the reverse; momentum methods at equal
+    momentum share their windows; unrelated configurations keep their own."""
+    best = {"sgd": 0, "tmsgd": -4, "sgdm0.9": -8, "nesterov0.9": -4, "tmsgdm0.9": -12,
+            "adam": -20}
+    names = ["sgd", "tmsgd", "tmsgd_w25", "sgdm0.9", "nesterov0.9", "tmsgdm0.9", "adam"]
+    around = protocol.covered_anchors(names, best)
+    assert around["sgd"] == around["tmsgd"] == around["tmsgd_w25"] == [-4, 0]
+    assert around["sgdm0.9"] == around["nesterov0.9"] == around["tmsgdm0.9"] == [-12, -8, -4]
+    assert around["adam"] == [-20]
+    assert protocol.window(around["tmsgd"], 1) == [-5, -4, -3, -2, -1, 0, 1]
+
+
 def test_anchors_keep_effective_lr_across_momenta() -> None:
     best = {"sgd": -4, "tmsgd": -6, "sgdm0.9": -8, "nesterov0.9": -9, "tmsgdm0.9": -10,
             "adam": -20}
@@ -136,7 +187,16 @@ def test_analysis_pairs_by_seed_and_corrects() -> None:
     ref = sps.ttest_rel(metrics["tmsgd"], metrics["sgd"]).pvalue
     assert c["p_t"] == pytest.approx(ref, rel=1e-10)
     assert c["wins"] == 12 and c["verdict"] == "better"
-    assert c["p_holm"] <= len(COMPARISONS) * c["p_t"] + 1e-15
+    assert c["family"] == "primary"
+    # Holm within each family, and over all comparisons as the sensitivity line, as statsmodels
+    comps = result["comparisons"]
+    for family in FAMILIES:
+        rows = [x for x in comps if x["family"] == family]
+        ref = multipletests([x["p_t"] for x in rows], method="holm")[1]
+        assert [x["p_holm"] for x in rows] == pytest.approx(list(ref), rel=1e-12)
+    ref_all = multipletests([x["p_t"] for x in comps], method="holm")[1]
+    assert [x["p_holm_all"] for x in comps] == pytest.approx(list(ref_all), rel=1e-12)
+    assert c["p_holm"] < c["p_holm_all"]  # the primary family is smaller than all 8
 
 
 def test_divergence_rule() -> None:
@@ -149,17 +209,21 @@ def test_divergence_rule() -> None:
 def test_protocol_end_to_end_on_a_tiny_lattice(tmp_path, monkeypatch) -> None:  # noqa: ANN001
     task = get_task("ctr_fair")
     monkeypatch.setattr(type(task), "steps_quick", 4)
-    cfg = Config("test", True, (0,), (100, 101), {"sgd": (-4,), "adam": (-12,)}, 0, 1, 50)
+    cfg = Config("test", True, (0, 1), (300, 301), {"sgd": (-4,), "adam": (-12,)}, 0, 1, 50)
     res = protocol.run_task("ctr_fair", cfg, workers=1)
     assert set(res["selected"]) == set(GROUPS)
     n_final = sum(r["spec"]["phase"] == "final" for r in res["runs"])
     assert n_final <= 2 * len(GROUPS)  # a configuration chosen twice runs once
+    per_lr = Counter((r["spec"]["optimizer"], r["e"]) for r in res["runs"]
+                     if r["spec"]["split"] == "val")
+    assert set(per_lr.values()) == {2}  # every lr tried ran on both validation seeds
     results = {"tasks": {"ctr_fair": res}, "config": cfg.__dict__, "wall_s": 0.0,
                "machine": "test"}
     results["analysis"] = analyse(results["tasks"])
     assert len(results["analysis"]["comparisons"]) == len(COMPARISONS)
     text = summary_markdown(results)
     assert "TM-SGD vs SGD" in text and "ctr_fair" in text
+    assert all(f"Family '{f}'" in text for f in FAMILIES)
     assert (tmp_path / "paired_differences.png").exists() is False
     all_plots(results, tmp_path)
     assert (tmp_path / "paired_differences.png").exists()

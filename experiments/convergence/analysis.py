@@ -4,7 +4,8 @@ For a comparison on a task the unit is the seed: challenger and baseline ran wit
 (same initialization and batch order), and the difference is oriented so that positive means the
 challenger is better. A seed where either run diverged leaves the paired tests; the number of
 such seeds is reported, and a side that diverged on more than a quarter of the seeds gets the
-verdict "diverges" whatever the rest say.
+verdict "diverges" whatever the rest say. Holm's correction runs within each declared family
+(design.FAMILIES); Holm over all comparisons is kept as a sensitivity line.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from experiments.stats import compare_paired, holm
 
-from .design import ALPHA, COMPARISONS
+from .design import ALPHA, COMPARISONS, FAMILIES, FAMILY_OF
 from .tasks import get_task
 
 
@@ -61,23 +62,27 @@ def paired(task: str, challenger: dict[int, float | None],
     return out
 
 
-def verdict(c: dict[str, Any]) -> str:
+def verdict(c: dict[str, Any], p_key: str = "p_holm") -> str:
+    """The verdict of comparison ``c`` from its adjusted p ``p_key`` (within its family by
+    default; "p_holm_all" for the sensitivity line over every comparison)."""
     n_seeds = len(c["seeds"])
     if c["diverged_challenger"] > n_seeds / 4 and c["diverged_challenger"] > c["diverged_baseline"]:
         return "worse (diverges)"
     if c["diverged_baseline"] > n_seeds / 4 and c["diverged_baseline"] > c["diverged_challenger"]:
         return "better (baseline diverges)"
-    p = c.get("p_holm", math.nan)
+    p = c.get(p_key, math.nan)
     if math.isnan(p) or p >= ALPHA:
         return "no significant difference"
     return "better" if c["mean_diff"] > 0 else "worse"
 
 
 def analyse(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Summaries per task and group; every declared comparison with Holm-adjusted p-values.
+    """Summaries per task and group; every declared comparison with Holm-adjusted p-values
+    within its family (``p_holm``, ``verdict``) and over all comparisons run (``p_holm_all``,
+    ``verdict_all``: the sensitivity line).
 
-    The family is every (task, comparison) that was run; its size is reported beside the
-    declared one (design.family_size) so a partial run is visible."""
+    A family is every (task, comparison) of that family that was run; the sizes are reported
+    so a partial run is visible."""
     summaries = {t: {g: summary(by_seed(res, g)) | {"config": res["selected"][g]["config"],
                                                      "lr": res["selected"][g]["lr"]}
                      for g in res["selected"]} for t, res in tasks.items()}
@@ -86,9 +91,20 @@ def analyse(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for challenger, baseline in COMPARISONS:
             c = paired(task, by_seed(res, challenger), by_seed(res, baseline))
             comps.append({"task": task, "challenger": challenger, "baseline": baseline,
+                          "family": FAMILY_OF[(challenger, baseline)],
                           "challenger_config": res["selected"][challenger]["config"],
                           "baseline_config": res["selected"][baseline]["config"], **c})
     for c, p in zip(comps, holm([c["p_t"] for c in comps])):
-        c["p_holm"] = p
-        c["verdict"] = verdict(c)
-    return {"summaries": summaries, "comparisons": comps, "alpha": ALPHA}
+        c["p_holm_all"] = p
+        c["verdict_all"] = verdict(c, "p_holm_all")
+    sizes = {}
+    for family in FAMILIES:
+        members = [c for c in comps if c["family"] == family]
+        sizes[family] = len(members)
+        for c, p in zip(members, holm([c["p_t"] for c in members])):
+            c["p_holm"] = p
+            c["verdict"] = verdict(c)
+    order = list(FAMILIES)
+    comps.sort(key=lambda c: order.index(c["family"]))  # stable: task order kept within
+    return {"summaries": summaries, "comparisons": comps, "alpha": ALPHA,
+            "family_sizes": sizes}

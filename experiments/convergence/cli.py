@@ -16,7 +16,7 @@ from typing import Any
 
 from .analysis import analyse
 from .config import FULL, QUICK
-from .design import ALPHA, COMPARISONS, TARGET_EFFECT, TARGET_POWER, family_size
+from .design import ALPHA, FAMILIES, TARGET_EFFECT, TARGET_POWER, family_size
 from .plots import all_plots
 from .protocol import run_task
 from .report import summary_markdown
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     results: dict[str, Any] = {
         "config": config.__dict__, "machine": _machine(), "tasks": {}, "task_wall_s": {},
-        "declared": {"comparisons": COMPARISONS, "alpha": ALPHA, "family_size": family_size(6),
+        "declared": {"families": FAMILIES, "alpha": ALPHA,
+                     "family_sizes": {f: family_size(6, f) for f in FAMILIES},
                      "target_effect_dz": TARGET_EFFECT, "target_power": TARGET_POWER},
         "complete": False,
     }

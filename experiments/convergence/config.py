@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .design import COARSE_E_FULL, COARSE_E_QUICK, WINDOW_FULL, WINDOW_QUICK, n_seeds
+from .design import (
+    COARSE_E_FULL,
+    COARSE_E_QUICK,
+    QUICK_TEST_SEEDS,
+    VALIDATION_SEEDS_FULL,
+    VALIDATION_SEEDS_QUICK,
+    WINDOW_FULL,
+    WINDOW_QUICK,
+    full_test_seeds,
+)
 from .tasks import TASK_NAMES
 
 
@@ -23,8 +32,8 @@ class Config:
 QUICK = Config(
     mode="quick",
     quick=True,
-    grid_seeds=(0,),
-    final_seeds=(100, 101, 102),
+    grid_seeds=VALIDATION_SEEDS_QUICK,
+    final_seeds=QUICK_TEST_SEEDS,
     coarse_e=COARSE_E_QUICK,
     window=WINDOW_QUICK,
     quadratic_steps=800,
@@ -33,9 +42,9 @@ QUICK = Config(
 FULL = Config(
     mode="full",
     quick=False,
-    grid_seeds=(0,),
-    # sized by design.n_seeds for the declared family over all tasks
-    final_seeds=tuple(range(100, 100 + n_seeds(len(TASK_NAMES)))),
+    grid_seeds=VALIDATION_SEEDS_FULL,
+    # sized by design.n_seeds for the largest declared family over all tasks
+    final_seeds=full_test_seeds(len(TASK_NAMES)),
     coarse_e=COARSE_E_FULL,
     window=WINDOW_FULL,
     extend=2,

@@ -1,9 +1,13 @@
 """The protocol for one task: lr search on validation, then the test seeds.
 
-1. Coarse: each base family (design.COARSE_FAMILIES) on a 4x-spaced lr lattice, seed 0.
+1. Coarse: each base family (design.COARSE_FAMILIES) on a 4x-spaced lr lattice, validation
+   seeds.
 2. Fine: every configuration on a sqrt(2)-spaced window around anchors taken from stage 1
-   (``anchors``), seed 0; runs already made are reused. Each configuration's lr is the best of
-   all its validation runs; each group is represented by its best configuration.
+   (``anchors``), widened to cover the anchors of its cover set (design.COVER_SETS: both sides
+   of a declared comparison search each other's best lrs); runs already made are reused. Every
+   lr runs on all validation seeds and is scored by design's divergence rule (``score``). Each
+   configuration's lr is its best-scoring one; each group is represented by its best
+   configuration.
 3. Test: every group's representative at its lr on the test seeds (fresh: never used for
    selection), the test split. Seed s is shared by all groups, which makes the comparisons paired.
 """
@@ -14,7 +18,7 @@ import math
 from typing import Any
 
 from .config import Config
-from .design import COARSE_FAMILIES, GROUPS, members
+from .design import COARSE_FAMILIES, COVER_SETS, GROUPS, MAX_VALIDATION_DIVERGED, members
 from .linear import Rule, stability_limit
 from .optimizers import CONFIGS, OptConfig
 from .pool import run_all
@@ -34,10 +38,12 @@ def steps_for(task: str, config: Config) -> int:
 
 
 def score(values: list[float | None], higher_is_better: bool) -> float:
-    """Mean validation metric, oriented so that larger is better; any divergence = -inf."""
-    if not values or any(v is None or not math.isfinite(v) for v in values):
+    """Mean validation metric over the seeds that did not diverge, oriented so that larger is
+    better; -inf when more than MAX_VALIDATION_DIVERGED seeds diverged (not eligible)."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite or len(values) - len(finite) > MAX_VALIDATION_DIVERGED:
         return -math.inf
-    mean = sum(values) / len(values)  # type: ignore[arg-type]
+    mean = sum(finite) / len(finite)
     return mean if higher_is_better else -mean
 
 
@@ -70,6 +76,19 @@ def anchors(name: str, best: dict[str, int]) -> list[int]:
 
 def window(points: list[int], half: int) -> list[int]:
     return list(range(min(points) - half, max(points) + half + 1))
+
+
+def covered_anchors(names: list[str], best: dict[str, int]) -> dict[str, list[int]]:
+    """Each configuration's anchors joined with those of the configurations it shares a cover
+    set with (among ``names``), so a comparison's two sides search a common lr range."""
+    own = {c: anchors(c, best) for c in names}
+    out = {c: list(a) for c, a in own.items()}
+    for cover in COVER_SETS:
+        present = [c for c in cover if c in own]
+        joined = sorted({e for c in present for e in own[c]})
+        for c in present:
+            out[c] = joined
+    return out
 
 
 class TaskRuns:
@@ -118,17 +137,18 @@ def run_task(task: str, config: Config, workers: int) -> dict[str, Any]:
     """All three stages for ``task``; returns the selection and every run record."""
     runs = TaskRuns(task, steps_for(task, config), workers)
     coarse = config.coarse_e
-    seed0 = config.grid_seeds
+    val_seeds = config.grid_seeds
     runs.run([(f, e, s, "val", "coarse") for f in COARSE_FAMILIES
-              for e in coarse["adam" if f == "adam" else "sgd"] for s in seed0], "coarse")
+              for e in coarse["adam" if f == "adam" else "sgd"] for s in val_seeds], "coarse")
     best = {f: best_e(runs.val_scores(f)) for f in COARSE_FAMILIES}
     names = sorted({c for g in GROUPS for c in members(g, task)})
-    windows = {c: window(anchors(c, best), config.window) for c in names}
-    runs.run([(c, e, s, "val", "grid") for c in names for e in windows[c] for s in seed0],
+    around = covered_anchors(names, best)
+    windows = {c: window(around[c], config.window) for c in names}
+    runs.run([(c, e, s, "val", "grid") for c in names for e in windows[c] for s in val_seeds],
              "fine")
     for k in range(config.extend):
         beyond = [(c, e, s, "val", "grid") for c in names
-                  if (e := edge_step(runs.val_scores(c))) is not None for s in seed0]
+                  if (e := edge_step(runs.val_scores(c))) is not None for s in val_seeds]
         if not beyond:
             break
         runs.run(beyond, f"extend {k + 1}")
