@@ -129,6 +129,8 @@ void step_with_opmath(const StepArguments& a, const std::vector<at::Tensor>& gra
 
 void step_cpu(const StepArguments& a) {
   const CheckedCall checked = check_step_arguments(a);
+  TORCH_CHECK(a.momentum_scales.empty(), "tmsgd_step: the CPU kernel does not implement an ",
+              "8-bit momentum buffer yet (momentum_dtype=torch.int8); use backend=\"torch\"");
   if (a.params.empty()) {
     return;
   }

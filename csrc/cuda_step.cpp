@@ -244,6 +244,8 @@ void step_typed(const Launcher& launcher, bool counts_on_host, const StepArgumen
 
 void step_cuda(const StepArguments& a) {
   const CheckedCall checked = check_step_arguments(a);
+  TORCH_CHECK(a.momentum_scales.empty(), "tmsgd_step: the CUDA kernel does not implement an ",
+              "8-bit momentum buffer yet (momentum_dtype=torch.int8); use backend=\"torch\"");
   if (a.params.empty()) {
     return;
   }

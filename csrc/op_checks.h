@@ -94,6 +94,19 @@ inline Int8Rows int8_rows(const at::Tensor& param) {
   return {param.size(0), per_row};
 }
 
+// The block scales `name`[i] of an 8-bit tensor (a history slot or a momentum buffer) of param p.
+inline void check_int8_scales(const char* name, size_t i, const at::Tensor& p,
+                              const at::Tensor& s) {
+  const Int8Rows r = int8_rows(p);
+  TORCH_CHECK(s.device() == p.device() && s.scalar_type() == at::kFloat && s.dim() == 2 &&
+                  s.size(0) == r.rows && s.size(1) == r.blocks_per_row() && s.is_contiguous(),
+              "tmsgd_step: ", name, "[", i, "] must be a contiguous fp32 tensor of shape (",
+              r.rows, ", ", r.blocks_per_row(), ") on ", p.device(),
+              " (one scale per block of ", kInt8Block, " elements of a dim-0 slice of params[", i,
+              "] ", p.sizes(), "), got ", s.scalar_type(), " ", s.sizes(), " strides ",
+              s.strides(), " on ", s.device());
+}
+
 // Param i of an int8-history call: rows in memory order, and both slots' scales in their shape.
 inline void check_int8_param(size_t i, const at::Tensor& p, at::TensorList even_scales,
                              at::TensorList odd_scales) {
@@ -105,17 +118,8 @@ inline void check_int8_param(size_t i, const at::Tensor& p, at::TensorList even_
   TORCH_CHECK(r.rows <= 1 || r.per_row == 0 || p.stride(0) == r.per_row, "tmsgd_step: an int8 ",
               "history needs each param's dim-0 slices contiguous in memory (dim 0 outermost); ",
               "params[", i, "] has sizes ", p.sizes(), ", strides ", p.strides());
-  for (const auto& [name, scales] : {std::pair{"delta_even_scales", &even_scales[i]},
-                                     std::pair{"delta_odd_scales", &odd_scales[i]}}) {
-    const at::Tensor& s = *scales;
-    TORCH_CHECK(s.device() == p.device() && s.scalar_type() == at::kFloat && s.dim() == 2 &&
-                    s.size(0) == r.rows && s.size(1) == r.blocks_per_row() && s.is_contiguous(),
-                "tmsgd_step: ", name, "[", i, "] must be a contiguous fp32 tensor of shape (",
-                r.rows, ", ", r.blocks_per_row(), ") on ", p.device(),
-                " (one scale per block of ", kInt8Block, " elements of a dim-0 slice of params[",
-                i, "] ", p.sizes(), "), got ", s.scalar_type(), " ", s.sizes(), " strides ",
-                s.strides(), " on ", s.device());
-  }
+  check_int8_scales("delta_even_scales", i, p, even_scales[i]);
+  check_int8_scales("delta_odd_scales", i, p, odd_scales[i]);
 }
 
 }  // namespace detail
@@ -142,6 +146,13 @@ inline CheckedCall check_step_arguments(const StepArguments& a) {
   TORCH_CHECK(momentum_buffers.size() == buffers, "tmsgd_step: momentum_buffers must have ",
               buffers, " entries (momentum = ", momentum, " and ", n, " params), got ",
               momentum_buffers.size());
+  // An 8-bit momentum buffer comes only with an 8-bit history (same blocks, same params).
+  const bool int8_momentum = !a.momentum_scales.empty();
+  TORCH_CHECK(!int8_momentum || (int8_history && buffers != 0 && a.momentum_scales.size() == n),
+              "tmsgd_step: momentum_scales must be empty, or have one entry per param (", n,
+              ") with an int8 history and momentum != 0; got ", a.momentum_scales.size(),
+              " entries, momentum = ", momentum, ", history ",
+              int8_history ? "int8" : "float");
   CheckedCall call;
   if (n == 0) {
     return call;
@@ -173,7 +184,11 @@ inline CheckedCall check_step_arguments(const StepArguments& a) {
       detail::check_int8_param(i, p, a.delta_even_scales, a.delta_odd_scales);
     }
     if (buffers != 0) {
-      detail::check_state("momentum_buffers", i, momentum_buffers[i], p, dtype);
+      detail::check_state("momentum_buffers", i, momentum_buffers[i], p,
+                          int8_momentum ? at::kChar : dtype);
+    }
+    if (int8_momentum) {
+      detail::check_int8_scales("momentum_scales", i, p, a.momentum_scales[i]);
     }
     const auto& count = steps[i];
     TORCH_CHECK(count.numel() == 1 && count.scalar_type() == at::kLong, "tmsgd_step: steps[", i,

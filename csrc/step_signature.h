@@ -21,11 +21,11 @@
 #define TMSGD_STEP_PARAMETERS                                                                  \
   at::TensorList params, at::TensorList grads, at::TensorList delta_even,                       \
       at::TensorList delta_odd, at::TensorList delta_even_scales,                               \
-      at::TensorList delta_odd_scales, at::TensorList momentum_buffers, at::TensorList steps,   \
-      double lr, const std::optional<at::Tensor>& lr_tensor, double b1, double b2,              \
-      double momentum, double dampening, double weight_decay, bool nesterov, bool maximize,     \
-      int64_t switch_step, const std::optional<at::Tensor>& grad_scale,                         \
-      const std::optional<at::Tensor>& found_inf
+      at::TensorList delta_odd_scales, at::TensorList momentum_buffers,                         \
+      at::TensorList momentum_scales, at::TensorList steps, double lr,                          \
+      const std::optional<at::Tensor>& lr_tensor, double b1, double b2, double momentum,        \
+      double dampening, double weight_decay, bool nesterov, bool maximize, int64_t switch_step, \
+      const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf
 
 namespace tmsgd {
 
@@ -57,6 +57,9 @@ struct StepArguments {
   at::TensorList delta_even_scales;
   at::TensorList delta_odd_scales;
   at::TensorList momentum_buffers;
+  // Empty for a float momentum buffer; with int8 codes in momentum_buffers (only with an 8-bit
+  // history), their fp32 block scales, shaped as the history's.
+  at::TensorList momentum_scales;
   at::TensorList steps;
   StepScalars scalars;
   const std::optional<at::Tensor>& grad_scale;
@@ -69,7 +72,7 @@ using StepImplementation = void (*)(const StepArguments&);
 template <StepImplementation kImplementation>
 void step_entry(TMSGD_STEP_PARAMETERS) {
   kImplementation({params, grads, delta_even, delta_odd, delta_even_scales, delta_odd_scales,
-                   momentum_buffers, steps,
+                   momentum_buffers, momentum_scales, steps,
                    {lr, lr_tensor, b1, b2, momentum, dampening, weight_decay, nesterov,
                     maximize, switch_step},
                    grad_scale, found_inf});

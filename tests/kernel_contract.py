@@ -296,6 +296,7 @@ class Run:
         self.momentum_buffers = [
             self._state(p, "momentum_buffers", dtype, float("nan") if c == 0 else 0.0)
             for p, c in zip(self.params, counts)] if self.momentum else []
+        self.momentum_scales: list[torch.Tensor] = []
         self.steps = [torch.tensor(c, dtype=torch.int64, device=implementation.counts_device)
                       for c in counts]
         self.oracles = [OracleParam(p) for p in self.params]

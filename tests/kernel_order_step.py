@@ -5,8 +5,8 @@ Every operation is one torch op on fp32 tensors (scalars as 0-dim fp32 tensors, 
 kernels convert them), so each is rounded once, as in the kernels, which are built without
 multiply-add contraction. The torch implementation (torch_step.py) is not that reference: its
 torch.add(..., alpha=) is a fused multiply-add on CPUs with FMA, so it agrees with the kernels
-only to rounding. The history is decoded and encoded by the reference encoder
-(tmsgd_kernels/int8_history.py), with d_new laid out like its param.
+only to rounding. The history (and an 8-bit momentum buffer) is decoded and encoded by the
+reference encoder (tmsgd_kernels/int8_history.py), with d_new laid out like its param.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ def _f32(value: float) -> torch.Tensor:
 
 
 def step(params, grads, delta_even, delta_odd, delta_even_scales, delta_odd_scales,
-         momentum_buffers, steps, scalars: StepScalars, grad_scale=None, found_inf=None) -> None:
+         momentum_buffers, momentum_scales, steps, scalars: StepScalars, grad_scale=None,
+         found_inf=None) -> None:
     """One call of the contract (counts on the CPU or not), in place."""
     if found_inf is not None and found_inf.item() != 0:
         return
@@ -45,8 +46,16 @@ def step(params, grads, delta_even, delta_odd, delta_even_scales, delta_odd_scal
         if scalars.weight_decay != 0:
             u = u + decay * w
         if momentum_buffers:
-            buf = u if count == 0 else momentum_buffers[i].float() * momentum + u * gain
-            momentum_buffers[i].copy_(buf)
+            if count == 0:
+                buf = u
+            else:
+                old = (int8_history.decode(momentum_buffers[i], momentum_scales[i])
+                       if momentum_scales else momentum_buffers[i].float())
+                buf = old * momentum + u * gain
+            if momentum_scales:  # stored rounded; the step goes on with the fp32 buffer
+                int8_history.encode_into(buf, momentum_buffers[i], momentum_scales[i])
+            else:
+                momentum_buffers[i].copy_(buf)
             u = u + buf * momentum if scalars.nesterov else buf
         odd = count % 2 == 1
         codes2, codes1 = (delta_odd[i], delta_even[i]) if odd else (delta_even[i], delta_odd[i])

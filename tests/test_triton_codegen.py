@@ -142,7 +142,7 @@ def _compile_all() -> dict:
     params = [torch.zeros(n) for n in sizes]
     lists = TensorLists(params, [torch.zeros(n) for n in sizes],
                         [torch.zeros(n) for n in sizes], [torch.zeros(n) for n in sizes], [], [],
-                        [],
+                        [], [],
                         [torch.zeros((), dtype=torch.int64) for _ in sizes])
     block, warps = launch_rule.table_config(sizes, cuda)
     built = pointer_table.build(lists, block, counts_on_device=False)

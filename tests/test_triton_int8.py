@@ -90,7 +90,7 @@ class Pair:
                    for p, c in zip(params, counts)] if options.get("momentum") else []
         counts_device = DEVICE if mode == "device" else torch.device("cpu")
         steps = [torch.tensor(c, dtype=torch.int64, device=counts_device) for c in counts]
-        self.torch_lists = [params, even, odd, even_scales, odd_scales, buffers, steps]
+        self.torch_lists = [params, even, odd, even_scales, odd_scales, buffers, [], steps]
         self.triton_lists = [[t.clone() for t in tensors] for tensors in self.torch_lists]
 
     def random(self, like: torch.Tensor) -> torch.Tensor:
@@ -130,7 +130,7 @@ class Pair:
 
     def assert_equal(self) -> None:
         names = ["params", "delta_even", "delta_odd", "delta_even_scales", "delta_odd_scales",
-                 "momentum_buffers", "steps"]
+                 "momentum_buffers", "momentum_scales", "steps"]
         for name, ours, theirs in zip(names, self.triton_lists, self.torch_lists):
             for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
                 where = f"{name}[{i}] {tuple(a.shape)}"
@@ -304,7 +304,7 @@ def _lists(params):
     even = [torch.zeros_like(p, dtype=torch.int8) for p in params]
     odd = [torch.zeros_like(p, dtype=torch.int8) for p in params]
     return [params, [torch.ones_like(p) for p in params], even, odd,
-            [scales_for(p) for p in params], [scales_for(p) for p in params], [],
+            [scales_for(p) for p in params], [scales_for(p) for p in params], [], [],
             [torch.zeros((), dtype=torch.int64) for _ in params]]
 
 

@@ -63,7 +63,7 @@ class Run:
     def step(self, grads: list[torch.Tensor], grad_scale: torch.Tensor | None = None) -> None:
         _, _, op, _, TensorLists = _modules()
         lists = TensorLists(self.params, grads, self.delta_even, self.delta_odd, [], [],
-                            self.buffers, self.steps)
+                            self.buffers, [], self.steps)
         scalars = StepScalars.make(self.lr, B1, B2, self.momentum)
         if self.mode == "device" and DEVICE.type == "cpu":
             op.run(lists, scalars, grad_scale, None, counts_on_device=True)
@@ -177,7 +177,7 @@ def _lists(device: torch.device, n: int = 3):
     *_, TensorLists = _modules()
     params = [torch.zeros(n, device=device)]
     return TensorLists(params, [torch.zeros(n, device=device)], [torch.zeros(n, device=device)],
-                       [torch.zeros(n, device=device)], [], [], [],
+                       [torch.zeros(n, device=device)], [], [], [], [],
                        [torch.zeros((), dtype=torch.int64)])
 
 
@@ -242,7 +242,7 @@ def test_kernels_step_with_host_read_scalars():
     lists = TensorLists(params, [torch.empty_like(p) for p in params],
                         [torch.zeros_like(p) for p in params],
                         [torch.zeros_like(p) for p in params], [], [],
-                        [torch.zeros_like(p) for p in params],
+                        [torch.zeros_like(p) for p in params], [],
                         [torch.zeros((), dtype=torch.int64) for _ in params])
     scalars = StepScalars.make(torch.tensor(LR), B1, B2, momentum=0.9)
     args = kernel_scalars.kernel_scalars(scalars, torch.tensor(16.0), None, params[0],
@@ -273,6 +273,6 @@ def test_op_takes_cpu_scalar_tensors_with_gpu_params(mode):
     _, _, op, _, _ = _modules()
     scalars = StepScalars.make(torch.tensor(LR), B1, B2, momentum=0.9)
     op.tmsgd_step_triton(run.params, [torch.ones_like(p) for p in run.params], run.delta_even,
-                         run.delta_odd, [], [], run.buffers, run.steps, *scalars.arguments(),
+                         run.delta_odd, [], [], run.buffers, [], run.steps, *scalars.arguments(),
                          torch.tensor(8.0), torch.tensor(float("inf")))
     assert all(torch.equal(a, b) for a, b in zip(run.tensors(), before)), "a skipped step wrote"

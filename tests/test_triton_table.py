@@ -151,7 +151,7 @@ def test_alignment_hint_per_tensor():
         grads = [storage[offset:offset + 8], storage[32:48]]
         even, odd, buffers = [[torch.zeros_like(p) for p in params] for _ in range(3)]
         steps = [torch.zeros((), dtype=torch.int64) for _ in params]
-        found, _ = layout.lookup(TensorLists(params, grads, even, odd, [], [], buffers, steps),
+        found, _ = layout.lookup(TensorLists(params, grads, even, odd, [], [], buffers, [], steps),
                                  False)
         # Interpreter: one block of 16 per tensor. The block map: (tensor, first element).
         return found.table, found.table.table[pointer_table.ROW * 2:].tolist()
@@ -214,7 +214,7 @@ def test_tables_built_during_capture_are_used_but_never_cached(monkeypatch):
     params = [torch.zeros(8, device=DEVICE), torch.zeros(5, device=DEVICE)]
     even, odd, buffers = [[torch.zeros_like(p) for p in params] for _ in range(3)]
     lists = TensorLists(params, [torch.ones_like(p) for p in params], even, odd, [], [], buffers,
-                        [torch.zeros((), dtype=torch.int64, device=DEVICE) for _ in params])
+                        [], [torch.zeros((), dtype=torch.int64, device=DEVICE) for _ in params])
     kept, before = pointer_table.retained(), stats()
     first, _ = layout.lookup(lists, True)
     second, _ = layout.lookup(lists, True)

@@ -12,7 +12,7 @@ from .implementations import choose
 from .overlap import check_no_overlap
 from .param_state import real_view
 from .step_contract import StepScalars
-from .validation import check_gradients, validate_hyperparameters
+from .validation import check_gradients, validate_hyperparameters, validate_state_dtypes
 
 
 def init_state(
@@ -20,34 +20,41 @@ def init_state(
     momentum: float = 0.0,
     history_dtype: torch.dtype | None = None,
     capturable: bool = False,
+    momentum_dtype: torch.dtype | None = None,
 ) -> dict[str, list[torch.Tensor]]:
     """Zero state for `params`, as lists: delta_even, delta_odd, momentum_buffers (empty when
     momentum == 0) and steps (CPU counts, or on each param's device with capturable=True).
     history_dtype=torch.int8 needs every param to take an 8-bit history
-    (int8_history.eligible) and adds delta_even_scales and delta_odd_scales."""
+    (int8_history.eligible) and adds delta_even_scales and delta_odd_scales; with it,
+    momentum_dtype=torch.int8 keeps the momentum buffers as 8-bit codes too and adds
+    momentum_scales."""
+    validate_state_dtypes(history_dtype, momentum_dtype)
     reals = [real_view(p) for p in params]
-    if history_dtype is torch.int8:
-        if not all(map(int8_history.eligible, reals)):
-            raise ValueError("history_dtype=torch.int8 takes params of 2 or more dimensions, at "
-                             f"least {int8_history.MIN_NUMEL} elements, fp32/bf16/fp16, dim 0 "
-                             "outermost in memory")
-        even = [int8_history.zeros_for(r) for r in reals]
-        odd = [int8_history.zeros_for(r) for r in reals]
-        return {
-            "delta_even": [codes for codes, _ in even], "delta_odd": [codes for codes, _ in odd],
-            "delta_even_scales": [scales for _, scales in even],
-            "delta_odd_scales": [scales for _, scales in odd],
-            "momentum_buffers": [torch.zeros_like(r) for r in reals] if momentum != 0 else [],
-            "steps": [torch.zeros((), dtype=torch.int64,
-                                  device=r.device if capturable else "cpu") for r in reals],
-        }
-    return {
-        "delta_even": [torch.zeros_like(r, dtype=history_dtype or r.dtype) for r in reals],
-        "delta_odd": [torch.zeros_like(r, dtype=history_dtype or r.dtype) for r in reals],
-        "momentum_buffers": [torch.zeros_like(r) for r in reals] if momentum != 0 else [],
-        "steps": [torch.zeros((), dtype=torch.int64,
-                              device=r.device if capturable else "cpu") for r in reals],
-    }
+    quantized = history_dtype is torch.int8
+    if quantized and not all(map(int8_history.eligible, reals)):
+        raise ValueError("history_dtype=torch.int8 takes params of 2 or more dimensions, at "
+                         f"least {int8_history.MIN_NUMEL} elements, fp32/bf16/fp16, dim 0 "
+                         "outermost in memory")
+
+    def zero_slots() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        if not quantized:
+            return [torch.zeros_like(r, dtype=history_dtype or r.dtype) for r in reals], []
+        pairs = [int8_history.zeros_for(r) for r in reals]
+        return [codes for codes, _ in pairs], [scales for _, scales in pairs]
+
+    state: dict[str, list[torch.Tensor]] = {}
+    state["delta_even"], even_scales = zero_slots()
+    state["delta_odd"], odd_scales = zero_slots()
+    if quantized:
+        state["delta_even_scales"], state["delta_odd_scales"] = even_scales, odd_scales
+    if momentum_dtype is torch.int8:
+        buffers, state["momentum_scales"] = zero_slots() if momentum != 0 else ([], [])
+    else:
+        buffers = [torch.zeros_like(r) for r in reals] if momentum != 0 else []
+    state["momentum_buffers"] = buffers
+    state["steps"] = [torch.zeros((), dtype=torch.int64, device=r.device if capturable else "cpu")
+                      for r in reals]
+    return state
 
 
 # Implementations chosen so far, by (backend, device): availability does not change within a
@@ -82,6 +89,7 @@ def tmsgd(
     parity: torch_step.Parity | None = None,
     delta_even_scales: list[torch.Tensor] | None = None,
     delta_odd_scales: list[torch.Tensor] | None = None,
+    momentum_scales: list[torch.Tensor] | None = None,
 ) -> None:
     """One TM-SGD step over `params` (one device and dtype; complex params as themselves) in
     place, with their state (from `init_state`) updated in place. The arguments are TMSGD's
@@ -90,16 +98,18 @@ def tmsgd(
     the step change nothing. `parity` is the torch implementation's record of which history slot
     is due (torch_step.Parity), kept by the optimizer per run; others ignore it. With an 8-bit
     history (`delta_even`/`delta_odd` int8 codes, int8_history.py) `delta_even_scales` and
-    `delta_odd_scales` are their block scales, one tensor per param.
+    `delta_odd_scales` are their block scales, one tensor per param; `momentum_scales` likewise
+    for 8-bit momentum buffers (int8 codes in `momentum_buffers`, only with an 8-bit history).
 
     Bad arguments raise before anything changes (checked in eager mode; a traced call relies on
     the eager checks of the same call site)."""
     if not params:
         return
     even_scales, odd_scales = delta_even_scales or [], delta_odd_scales or []
+    buffer_scales = momentum_scales or []
     if not torch.compiler.is_compiling():
         _check(params, grads, delta_even, delta_odd, even_scales, odd_scales, momentum_buffers,
-               steps, lr=lr,
+               buffer_scales, steps, lr=lr,
                momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                nesterov=nesterov, maximize=maximize, coefficients=coefficients,
                switch_step=switch_step, backend=backend)
@@ -116,17 +126,19 @@ def tmsgd(
                                maximize, switch_step)
     if implementation == "torch":
         torch_step.step((params, grads, delta_even, delta_odd, even_scales, odd_scales,
-                         momentum_buffers, steps), scalars, grad_scale, found_inf, parity)
+                         momentum_buffers, buffer_scales, steps), scalars, grad_scale,
+                        found_inf, parity)
         return
     op = ops.triton_step if implementation == "triton" else ops.native_step
-    op(params, grads, delta_even, delta_odd, even_scales, odd_scales, momentum_buffers, steps,
-       *scalars.arguments(), grad_scale, found_inf)
+    op(params, grads, delta_even, delta_odd, even_scales, odd_scales, momentum_buffers,
+       buffer_scales, steps, *scalars.arguments(), grad_scale, found_inf)
 
 
 def _check(params, grads, delta_even, delta_odd, even_scales, odd_scales, momentum_buffers,
-           steps, *, momentum, **hyperparameters) -> None:
+           buffer_scales, steps, *, momentum, **hyperparameters) -> None:
     options = dict(hyperparameters, momentum=momentum, capturable=False,
-                   history_dtype=delta_even[0].dtype if delta_even else None)
+                   history_dtype=delta_even[0].dtype if delta_even else None,
+                   momentum_dtype=momentum_buffers[0].dtype if buffer_scales else None)
     # Hyperparameters already found valid are not checked again (a float lr is part of the key;
     # a tensor lr's value may change, so it is checked every time).
     key = None if isinstance(options["lr"], torch.Tensor) else tuple(options.items())
@@ -147,6 +159,12 @@ def _check(params, grads, delta_even, delta_odd, even_scales, odd_scales, moment
     if len(momentum_buffers) != (len(params) if momentum != 0 else 0):
         raise ValueError("momentum_buffers needs one tensor per param when momentum != 0 "
                          "(init_state(..., momentum=...)) and must be empty otherwise")
+    int8_buffers = bool(momentum_buffers) and momentum_buffers[0].dtype == torch.int8
+    if int8_buffers != bool(buffer_scales) or (int8_buffers and (
+            not quantized or len(buffer_scales) != len(params))):
+        raise ValueError("8-bit momentum buffers (int8 codes) need momentum_scales, one tensor "
+                         "per param, and an 8-bit history (init_state(..., history_dtype="
+                         "torch.int8, momentum_dtype=torch.int8)); float buffers take none")
     check_gradients(params, grads, "")
     layout = plan_checks.layout_fingerprint(params)
     if layout not in _checked_layouts:

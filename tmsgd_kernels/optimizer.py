@@ -66,6 +66,12 @@ class TMSGD(Optimizer):
             dimension, fp64 params and params whose dim 0 is not outermost in memory keep a
             history in their own dtype (tmsgd_kernels.int8_history.eligible). Coefficients
             whose stored errors add up (heavy ball: factor 9) warn with an 8-bit history.
+        momentum_dtype: None (default: each momentum buffer in its param's dtype, as
+            torch.optim.SGD) or torch.int8, only with history_dtype=torch.int8: the buffer of
+            each param with an 8-bit history is stored as 8-bit codes and block scales too
+            (about 1.02 bytes per element instead of 4 for fp32). The step uses the buffer in
+            fp32 and stores it rounded; an error in the buffer enters the step directly, so see
+            the README's evidence before turning it on.
         capturable: keep step counts on the params' device so a step can be captured in a CUDA
             graph; the kernels then also unscale gradients and skip inf/nan steps themselves
             when GradScaler drives the step. With the default False, GradScaler unscales and
@@ -77,7 +83,8 @@ class TMSGD(Optimizer):
         differentiable: only False is accepted: the step runs in place outside autograd.
 
     State per param (saved by `state_dict()`): `step`, `delta_even`, `delta_odd` and, once
-    momentum was on, `momentum_buffer` (docs/DESIGN.md section 3).
+    momentum was on, `momentum_buffer`; 8-bit codes come with their block scales under
+    `delta_even_scales`, `delta_odd_scales`, `momentum_buffer_scales` (docs/DESIGN.md section 3).
     """
 
     def __init__(
@@ -98,6 +105,7 @@ class TMSGD(Optimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
         differentiable: bool = False,
+        momentum_dtype: torch.dtype | None = None,
     ) -> None:
         backend = sgd_flags.backend_for(backend, foreach, fused, differentiable)
         self._fused_required = bool(fused)
@@ -112,6 +120,7 @@ class TMSGD(Optimizer):
             switch_step=switch_step,
             backend=backend,
             history_dtype=history_dtype,
+            momentum_dtype=momentum_dtype,
             capturable=capturable,
         )
         validate_hyperparameters(defaults)
@@ -166,11 +175,12 @@ class TMSGD(Optimizer):
         delta_even_scales: list[torch.Tensor | None],
         delta_odd_scales: list[torch.Tensor | None],
         momentum_buffers: list[torch.Tensor],
+        momentum_scales: list[torch.Tensor | None],
         steps: list[torch.Tensor],
     ) -> tuple[step_plan.Run, ...]:
         """torch.optim's hook: fill the lists with the group's params that have gradients, their
         gradients and state, in the order of the returned runs, after checking every gradient
-        (the scale lists hold None for params whose history is not 8-bit).
+        (the scale lists hold None for params whose history or buffer is not 8-bit).
         torch.compile runs this eagerly while tracing, so the checks never enter a graph."""
         grads_all = [*map(step_plan.grad_of, group["params"])]
         plan = self._plan(group, grads_all)
@@ -193,6 +203,7 @@ class TMSGD(Optimizer):
         delta_even_scales.extend(plan.state_tensors["delta_even_scales"])
         delta_odd_scales.extend(plan.state_tensors["delta_odd_scales"])
         momentum_buffers.extend(plan.state_tensors.get("momentum_buffer", ()))
+        momentum_scales.extend(plan.state_tensors.get("momentum_buffer_scales", ()))
         steps.extend(plan.state_tensors["step"])
         return plan.runs
 
@@ -236,7 +247,7 @@ class TMSGD(Optimizer):
         found_inf = getattr(self, "found_inf", None)
         calls = []
         for group in self.param_groups:  # every group checked before any is stepped
-            lists: tuple[list[torch.Tensor], ...] = ([], [], [], [], [], [], [], [])
+            lists: tuple[list[torch.Tensor], ...] = ([], [], [], [], [], [], [], [], [])
             calls.append((group, self._init_group(group, *lists), lists))
         compiling = torch.compiler.is_compiling()
         for group_number, (group, runs, lists) in enumerate(calls):
@@ -248,7 +259,8 @@ class TMSGD(Optimizer):
                     run_lists = step_plan.one_range_lists(self._plans[id(group)], number,
                                                           run_lists)
                 (params, grads, delta_even, delta_odd, even_scales, odd_scales, buffers,
-                 steps) = run_lists
+                 buffer_scales, steps) = run_lists
+                int8_buffers = quantized and group["momentum_dtype"] is torch.int8
                 tmsgd(params, grads, delta_even, delta_odd, buffers, steps, lr=group["lr"],
                       momentum=group["momentum"],
                       # A zero buffer and no dampening give torch's first step buf = g.
@@ -259,20 +271,21 @@ class TMSGD(Optimizer):
                       found_inf=found_inf, backend=implementation,
                       delta_even_scales=even_scales if quantized else None,
                       delta_odd_scales=odd_scales if quantized else None,
+                      momentum_scales=buffer_scales if int8_buffers and buffers else None,
                       # Keyed by the run's params: a compiled step whose runs differ from the
                       # current plan's finds no record (a guard fails) and retraces.
                       parity=self._parities.get((group_number, indices)))
                 if len(steps) < end - start:  # stepped as one range: copy its count
-                    others = lists[7][start + 1:end]
+                    others = lists[8][start + 1:end]
                     torch._foreach_copy_(others, [steps[0]] * len(others))
                 if fresh:
+                    # The plan's entries: DTensors where the kernels got their shards.
                     plan = self._plans[id(group)]
-                    new_buffers = ([plan.fresh_buffers[i] for i in fresh] if plan.sharded
-                                   else lists[6][start:end])  # the DTensors, not their shards
-                    self._keep_fresh_buffers(group, fresh, new_buffers, found_inf)
+                    self._keep_fresh_buffers(group, fresh, [plan.fresh_buffers[i] for i in fresh],
+                                             found_inf)
         return loss
 
-    def _keep_fresh_buffers(self, group: dict, fresh: tuple[int, ...], buffers: list,
+    def _keep_fresh_buffers(self, group: dict, fresh: tuple[int, ...], buffers: list[dict],
                             found_inf) -> None:
         """Momentum buffers that started this step enter the state now. A step the kernels
         skipped (found_inf; read on the host, on this rare step only, and not under
@@ -281,8 +294,8 @@ class TMSGD(Optimizer):
         if (found_inf is not None and not torch.compiler.is_compiling()
                 and found_inf.item() != 0):
             return
-        for index, buffer in zip(fresh, buffers):
-            self.state[group["params"][index]]["momentum_buffer"] = buffer
+        for index, entries in zip(fresh, buffers):
+            self.state[group["params"][index]].update(entries)
 
     @torch._disable_dynamo
     def load_state_dict(self, state_dict: dict) -> None:

@@ -5,7 +5,10 @@ converted or recreated when the param changed since the last step.
                      device with capturable=True)
     delta_even       the step d[k] of the latest even k, shaped and laid out like the param
     delta_odd        the step d[k] of the latest odd k
-    momentum_buffer  as torch.optim.SGD's, in the param's dtype (only once momentum was on)
+    momentum_buffer  as torch.optim.SGD's, in the param's dtype (only once momentum was on);
+                     with momentum_dtype=torch.int8, 8-bit codes like an 8-bit history slot's
+    *_scales         with 8-bit codes under delta_even, delta_odd or momentum_buffer, their
+                     block scales (int8_history.py)
 
 Complex params are stepped as their real views, so their state has the real view's shape.
 """
@@ -20,6 +23,9 @@ from .local_tensors import like_param, same_distribution
 HISTORY_KEYS = ("delta_even", "delta_odd")
 # With an 8-bit history, each slot's block scales (int8_history.py).
 SCALE_KEYS = {"delta_even": "delta_even_scales", "delta_odd": "delta_odd_scales"}
+# With an 8-bit momentum buffer (momentum_dtype=torch.int8), its block scales.
+BUFFER_SCALES_KEY = "momentum_buffer_scales"
+_SCALES_OF = {**SCALE_KEYS, "momentum_buffer": BUFFER_SCALES_KEY}
 
 
 def real_view(tensor: torch.Tensor) -> torch.Tensor:
@@ -58,21 +64,23 @@ def _converted(value: torch.Tensor, like: torch.Tensor, dtype: torch.dtype) -> t
 
 
 def _float_slot(state: dict, key: str) -> torch.Tensor | None:
-    """The slot's values, decoded (and its scales dropped) if it holds 8-bit codes."""
+    """The slot's (or buffer's) values, decoded (and its scales dropped) if it holds 8-bit
+    codes."""
     value = state.get(key)
-    scales = state.pop(SCALE_KEYS[key], None)
+    scales = state.pop(_SCALES_OF[key], None)
     if value is None or value.dtype != torch.int8:
         return value
     if scales is None:
-        raise ValueError(f"the {key} history holds int8 codes without {SCALE_KEYS[key]}")
+        raise ValueError(f"the {key} state holds int8 codes without {_SCALES_OF[key]}")
     return int8_history.decode_like(value, scales)
 
 
 def _fit_int8_slot(state: dict, key: str, real: torch.Tensor) -> None:
-    """Make the slot 8-bit codes and scales for `real` (encoding whatever it held)."""
-    value, scales = state.get(key), state.get(SCALE_KEYS[key])
+    """Make the slot (or buffer) 8-bit codes and scales for `real` (encoding whatever it held).
+    """
+    value, scales = state.get(key), state.get(_SCALES_OF[key])
     if value is None:
-        state[key], state[SCALE_KEYS[key]] = int8_history.zeros_for(real)
+        state[key], state[_SCALES_OF[key]] = int8_history.zeros_for(real)
         return
     if (value.dtype == torch.int8 and _fits(value, real, torch.int8)
             and int8_history.scales_fit(scales, real)):
@@ -80,18 +88,19 @@ def _fit_int8_slot(state: dict, key: str, real: torch.Tensor) -> None:
     values = _float_slot(state, key)
     codes, new_scales = int8_history.zeros_for(real)
     int8_history.encode_like(like_param(values, real, "a state tensor"), codes, new_scales)
-    state[key], state[SCALE_KEYS[key]] = codes, new_scales
+    state[key], state[_SCALES_OF[key]] = codes, new_scales
 
 
-def prepare(state: dict, param: torch.Tensor, group: dict) -> torch.Tensor | None:
+def prepare(state: dict, param: torch.Tensor, group: dict) -> dict | None:
     """Make `state` (this param's dict, changed in place) fit `param` and `group` for the next
     step. A param whose shape changed starts over (its history describes another tensor); a
     changed dtype, device or memory layout converts the numbers; nothing that fits is touched.
 
-    Returns a new, zero momentum buffer, not yet in `state`, when momentum was turned on for a
-    param that has already taken steps: its first momentum step must give buf = g as in
-    torch.optim.SGD, which the kernels do with a zero buffer and no dampening. The caller puts it
-    into the state once that step is done."""
+    Returns the entries of a new, zero momentum buffer (the buffer, and its scales if it is
+    8-bit), not yet in `state`, when momentum was turned on for a param that has already taken
+    steps: its first momentum step must give buf = g as in torch.optim.SGD, which the kernels do
+    with a zero buffer and no dampening. The caller puts them into the state once that step is
+    done."""
     real = real_view(param)
     dtype = history_dtype(group, param)
     for key, value in state.items():  # e.g. torch.optim.SGD's complex momentum buffer
@@ -124,11 +133,20 @@ def prepare(state: dict, param: torch.Tensor, group: dict) -> torch.Tensor | Non
             state[key] = value  # the same tensor, or the values an 8-bit slot decoded to
     if group["momentum"] == 0:
         return None  # a buffer kept from earlier is left alone, as torch.optim.SGD does
-    buffer = state.get("momentum_buffer")
-    if buffer is None:
+    int8_buffer = dtype is torch.int8 and group["momentum_dtype"] is torch.int8
+    if state.get("momentum_buffer") is None:
+        if int8_buffer:
+            codes, scales = int8_history.zeros_for(real)
+            zero = {"momentum_buffer": codes, BUFFER_SCALES_KEY: scales}
+        else:
+            zero = {"momentum_buffer": torch.zeros_like(real)}
         if int(state["step"]) > 0:
-            return torch.zeros_like(real)
-        state["momentum_buffer"] = torch.zeros_like(real)  # count 0: the kernels take buf = g
-    elif not _fits(buffer, real, real.dtype):
-        state["momentum_buffer"] = _converted(buffer, real, real.dtype)
+            return zero
+        state.update(zero)  # count 0: the kernels take buf = g
+    elif int8_buffer:
+        _fit_int8_slot(state, "momentum_buffer", real)
+    else:
+        buffer = _float_slot(state, "momentum_buffer")
+        state["momentum_buffer"] = (buffer if _fits(buffer, real, real.dtype)
+                                    else _converted(buffer, real, real.dtype))
     return None

@@ -1,7 +1,9 @@
 """Loading a checkpoint: every check before anything changes, and the formats TMSGD accepts.
 
 Accepted per-parameter state (keys other than these are refused):
-    TMSGD            step, delta_even, delta_odd[, momentum_buffer]  (the format state_dict saves)
+    TMSGD            step, delta_even, delta_odd[, momentum_buffer]  (the format state_dict saves;
+                     8-bit codes add delta_even_scales, delta_odd_scales, and
+                     momentum_buffer_scales for an 8-bit buffer)
     TMSGD version 1  step, d1 (the newest step), d2[, momentum_buffer]
     torch.optim.SGD  nothing, or momentum_buffer (a tensor or None): the buffer carries over and
                      the history starts at zero, which is the paper's switch from SGD to TM-SGD.
@@ -37,7 +39,7 @@ _V2 = {"step", "delta_even", "delta_odd"}
 # An 8-bit history: int8 codes under the history keys and their block scales (int8_history.py).
 _INT8 = _V2 | {"delta_even_scales", "delta_odd_scales"}
 _V1 = {"step", "d1", "d2"}
-_OPTIONAL = {"momentum_buffer"}
+_OPTIONAL = {"momentum_buffer", "momentum_buffer_scales"}
 _INT64_MAX = 2**63 - 1
 
 
@@ -73,8 +75,8 @@ def _tensor(value: object, param: torch.Tensor, index: object, key: str) -> torc
 
 def _int8_slot(saved: dict, param: torch.Tensor, index: object, key: str
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """An 8-bit history slot: int8 codes shaped like the param and fp32 block scales shaped as
-    int8_history makes them for it (loaded onto its device and distribution)."""
+    """An 8-bit history slot or momentum buffer: int8 codes shaped like the param and fp32 block
+    scales shaped as int8_history makes them for it (loaded onto its device and distribution)."""
     codes, scales, scales_key = saved[key], saved[f"{key}_scales"], f"{key}_scales"
     real = real_view(param)
     rows = int8_history.rows_of(real)
@@ -87,7 +89,7 @@ def _int8_slot(saved: dict, param: torch.Tensor, index: object, key: str
         raise ValueError(f"{_where(index)}: {key!r} must hold int8 codes of shape "
                          f"{tuple(real.shape)}, got {codes.dtype} of shape {tuple(codes.shape)}")
     if rows is None:
-        raise ValueError(f"{_where(index)}: {key!r} is an 8-bit history, which a parameter of "
+        raise ValueError(f"{_where(index)}: {key!r} holds 8-bit codes, which a parameter of "
                          f"shape {tuple(real.shape)} and dtype {real.dtype} does not take")
     expected = int8_history.scales_shape(*rows)
     if scales.dtype != torch.float32 or tuple(scales.shape) != expected:
@@ -160,7 +162,13 @@ def _param_state(saved: object, param: torch.Tensor, index: object, capturable: 
     else:
         state["delta_even"] = torch.zeros_like(real)
         state["delta_odd"] = torch.zeros_like(real)
-    if buffer is not None:
+    if "momentum_buffer_scales" in saved:
+        if buffer is None:
+            raise ValueError(f"{_where(index)} has 'momentum_buffer_scales' without a "
+                             f"'momentum_buffer'")
+        state["momentum_buffer"], state["momentum_buffer_scales"] = _int8_slot(
+            saved, param, index, "momentum_buffer")
+    elif buffer is not None:
         state["momentum_buffer"] = _tensor(buffer, param, index, "momentum_buffer")
     return state
 

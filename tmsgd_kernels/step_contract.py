@@ -16,7 +16,12 @@ This module imports only torch, so triton_kernels/ may import it without importi
     delta_odd_scales  the fp32 block scales of its slot's codes (tmsgd_kernels/int8_history.py:
                       contiguous, shape (rows, ceil(elements per row / 256))). A slot stands
                       for code * scale, and the step stores d_new as the reference encoder does.
-    momentum_buffers  list, mutated: per param, in the params' dtype, or empty when momentum == 0.
+    momentum_buffers  list, mutated: per param, in the params' dtype, or empty when momentum == 0;
+                      or, with an int8 history, int8 codes (8-bit momentum, laid out as a
+                      history slot's codes) when momentum_scales is not empty.
+    momentum_scales   list, mutated: empty, or per param the fp32 block scales of its 8-bit
+                      momentum buffer (shaped as delta_even_scales). The step uses the fp32 new
+                      buffer and stores it as the reference encoder does.
     steps             list, mutated: per param, an int64 one-element tensor counting its
                       completed steps. On the CPU (everything that depends on the count is
                       decided on the host) or on the params' device (the kernels read it there).
@@ -52,6 +57,7 @@ TENSOR_LISTS: tuple[tuple[str, str | None], ...] = (
     ("delta_even_scales", "f"),
     ("delta_odd_scales", "g"),
     ("momentum_buffers", "d"),
+    ("momentum_scales", "h"),
     ("steps", "e"),
 )
 

@@ -21,7 +21,7 @@ import torch
 from . import flatten
 from .implementations import choose
 from .local_tensors import is_dtensor, local, locals_of
-from .param_state import SCALE_KEYS, history_dtype, prepare
+from .param_state import BUFFER_SCALES_KEY, SCALE_KEYS, history_dtype, prepare
 from .plan_checks import layout_fingerprint, same_state_objects
 from .torch_step import Parity
 from .validation import validate_gradient
@@ -40,14 +40,16 @@ def _picker(indices: list[int]):
 
 def options(group: dict) -> tuple:
     """The group settings a plan depends on (lr and the momentum value may change freely)."""
-    return (group["momentum"] != 0, group["history_dtype"], group["capturable"],
-            group["backend"], group["coefficients"], group["nesterov"], group["switch_step"])
+    return (group["momentum"] != 0, group["history_dtype"], group["momentum_dtype"],
+            group["capturable"], group["backend"], group["coefficients"], group["nesterov"],
+            group["switch_step"])
 
 
 # A run: entries [start, end) of a plan's lists, stepped by one `functional.tmsgd` call, as a
 # plain tuple (implementation, start, end, fresh, indices, quantized), which torch.compile takes
 # as a constant. `indices` are the group indices of the run's params; `quantized`: their history
-# is 8-bit (int8_history.py), with scales in the plan's scale lists (None for other params).
+# is 8-bit (int8_history.py), with scales in the plan's scale lists (None for other params), and
+# so are their momentum buffers under momentum_dtype=torch.int8.
 # `fresh` repeats `indices` for a run of params whose momentum buffer was just created after they
 # had taken steps (param_state.prepare): such a run is stepped with dampening 0 and its buffers
 # enter the state afterwards; it is () for every other run.
@@ -65,7 +67,8 @@ class GroupPlan:
     sharded: bool  # some params are DTensors: the kernels get local shards (local_tensors.py)
     fingerprint: int  # the (local) params' addresses, dtypes, devices, sizes and strides
     state_tensors: dict  # key -> list, in run order; local shards when sharded
-    fresh_buffers: dict  # index -> a momentum buffer that enters the state after this step
+    fresh_buffers: dict  # index -> the entries of a momentum buffer that enter the state after
+    # this step (the buffer, and its scales when it is 8-bit)
     state_ids: tuple  # the ids of every value of the params' state dicts, in order
     runs: tuple[Run, ...]
     # a run's indices -> the torch implementation's record of the due history slot, for its
@@ -148,8 +151,9 @@ def build(group: dict, indices_by_run: dict[tuple, list[int]], state) -> GroupPl
     for key in SCALE_KEYS.values():
         tensors[key] = [s.get(key) for s in state_dicts]
     if group["momentum"] != 0:
-        tensors["momentum_buffer"] = [fresh[i] if i in fresh else state[params_by_index[i]][
-            "momentum_buffer"] for i in order]
+        buffers = [fresh.get(i) or state[params_by_index[i]] for i in order]
+        tensors["momentum_buffer"] = [entries["momentum_buffer"] for entries in buffers]
+        tensors[BUFFER_SCALES_KEY] = [entries.get(BUFFER_SCALES_KEY) for entries in buffers]
     if sharded:
         tensors = {key: [None if v is None else local(v) for v in values]
                    for key, values in tensors.items()}
@@ -178,5 +182,5 @@ def one_range_lists(plan: GroupPlan, number: int, sliced: list) -> list:
     if flat is None or not flat.still_matches(sliced[1]):
         return sliced
     buffers = [] if flat.momentum_buffer is None else [flat.momentum_buffer]
-    return [[flat.param], [flat.grad], [flat.delta_even], [flat.delta_odd], [], [], buffers,
-            sliced[7][:1]]
+    return [[flat.param], [flat.grad], [flat.delta_even], [flat.delta_odd], [], [], buffers, [],
+            sliced[8][:1]]

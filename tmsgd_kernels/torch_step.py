@@ -85,7 +85,8 @@ def _check_grads(params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
 
 
 def host_step(params, grads, delta_even, delta_odd, delta_even_scales, delta_odd_scales,
-              momentum_buffers, steps, scalars, grad_scale=None, found_inf=None) -> None:
+              momentum_buffers, momentum_scales, steps, scalars, grad_scale=None,
+              found_inf=None) -> None:
     """The eager step for counts on the CPU (see the module docstring).
 
     A tensor lr or found_inf is read on the host: free for CPU tensors, one synchronization for
@@ -100,7 +101,7 @@ def host_step(params, grads, delta_even, delta_odd, delta_even_scales, delta_odd
     # ~47 us (2-core AMD EPYC, torch 2.13); neither waits on a device.
     counts = list(map(torch.Tensor.item, steps))
     lists = (params, grads, delta_even, delta_odd, delta_even_scales, delta_odd_scales,
-             momentum_buffers)
+             momentum_buffers, momentum_scales)
     if counts.count(counts[0]) == len(counts):  # the usual case: one count for all
         _host_group(*lists, *_host_key(counts[0], scalars), scalars, lr, grad_scale)
     else:
@@ -117,22 +118,26 @@ def _host_key(count: int, scalars: StepScalars) -> tuple[bool, bool, bool]:
     return count % 2 == 1, scalars.momentum != 0 and count == 0, count >= scalars.switch_step
 
 
-def _host_group(params, grads, delta_even, delta_odd, even_scales, odd_scales, buffers, odd,
-                first, multistep, scalars, lr, grad_scale) -> None:
+def _host_group(params, grads, delta_even, delta_odd, even_scales, odd_scales, buffers,
+                buffer_scales, odd, first, multistep, scalars, lr, grad_scale) -> None:
     opmath = _opmath(params[0].dtype)
     u = _host_direction(params, grads, opmath, scalars, grad_scale)
     if buffers:
         # On the first step the buffer becomes u itself: an unset (garbage, NaN) buffer is
         # never read.
         if first:
-            torch._foreach_copy_(buffers, u)
             new = u
         else:
-            new = _widened(buffers, opmath)
+            # An 8-bit buffer is decoded to fp32 first (new tensors, so the math runs on them).
+            new = (list(map(int8_history.decode, buffers, buffer_scales)) if buffer_scales
+                   else _widened(buffers, opmath))
             torch._foreach_mul_(new, scalars.momentum)
             torch._foreach_add_(new, u, alpha=1 - scalars.dampening)
-            if new is not buffers:
-                torch._foreach_copy_(buffers, new)
+        if buffer_scales:  # the step goes on with the fp32 buffer; its codes are stored
+            for values, codes, scales in zip(new, buffers, buffer_scales):
+                int8_history.encode_into(values, codes, scales)
+        elif new is not buffers:
+            torch._foreach_copy_(buffers, new)
         u = torch._foreach_add(u, new, alpha=scalars.momentum) if scalars.nesterov else new
 
     d2, d1 = (delta_odd, delta_even) if odd else (delta_even, delta_odd)
@@ -181,8 +186,8 @@ def _widened(tensors: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tens
 
 
 def device_step(params, grads, delta_even, delta_odd, delta_even_scales, delta_odd_scales,
-                momentum_buffers, steps, scalars, grad_scale=None, found_inf=None,
-                odd_slot=None) -> None:
+                momentum_buffers, momentum_scales, steps, scalars, grad_scale=None,
+                found_inf=None, odd_slot=None) -> None:
     """The step with every count-dependent choice made on the device (see the module
     docstring): no host read, no data-dependent Python branch, so torch.compile traces it
     whole and CUDA graphs can capture it."""
@@ -196,21 +201,22 @@ def device_step(params, grads, delta_even, delta_odd, delta_even_scales, delta_o
         lr = lr.reshape(()).to(opmath)
     scale = None if grad_scale is None else grad_scale.reshape(()).to(opmath)
     keep = None if found_inf is None else found_inf.reshape(()) == 0
-    buffers = momentum_buffers or [None] * len(params)
-    even_scales = delta_even_scales or [None] * len(params)
-    odd_scales = delta_odd_scales or [None] * len(params)
-    for p, g, even, odd, even_scale, odd_scale, buf, count in zip(
-            params, grads, delta_even, delta_odd, even_scales, odd_scales, buffers, steps):
+    absent = [None] * len(params)
+    for p, g, even, odd, even_scale, odd_scale, buf, buf_scale, count in zip(
+            params, grads, delta_even, delta_odd, delta_even_scales or absent,
+            delta_odd_scales or absent, momentum_buffers or absent, momentum_scales or absent,
+            steps):
         # .to: under torch.compile the counts of a capturable=False step are still on the CPU.
         count = count.reshape(()).to(p.device)
-        _device_one(p, g, _Slot(even, even_scale), _Slot(odd, odd_scale), buf, count, opmath,
-                    scalars, lr, scale, keep, odd_slot)
+        _device_one(p, g, _Slot(even, even_scale), _Slot(odd, odd_scale),
+                    None if buf is None else _Slot(buf, buf_scale), count, opmath, scalars, lr,
+                    scale, keep, odd_slot)
     torch._foreach_add_(steps, 1 if keep is None else keep.to(steps[0]))
 
 
 class _Slot:
-    """One history slot of one param: a tensor of the history dtype, or 8-bit codes and their
-    block scales (int8_history.py)."""
+    """One history slot or momentum buffer of one param: a tensor of its dtype, or 8-bit codes
+    and their block scales (int8_history.py)."""
 
     def __init__(self, values: torch.Tensor, scales: torch.Tensor | None) -> None:
         self.values, self.scales = values, scales
@@ -234,8 +240,8 @@ class _Slot:
         self.scales.copy_(scales)
 
 
-def _device_one(p, g, even: _Slot, odd: _Slot, buf, count, opmath, scalars, lr, scale, keep,
-                odd_slot) -> None:
+def _device_one(p, g, even: _Slot, odd: _Slot, buf: _Slot | None, count, opmath, scalars, lr,
+                scale, keep, odd_slot) -> None:
     u = g.to(opmath)
     if scale is not None:
         u = u / scale
@@ -244,9 +250,10 @@ def _device_one(p, g, even: _Slot, odd: _Slot, buf, count, opmath, scalars, lr, 
     if scalars.weight_decay != 0:
         u = torch.add(u, p, alpha=scalars.weight_decay)
     if buf is not None:
-        blended = torch.add(buf.to(opmath) * scalars.momentum, u, alpha=1 - scalars.dampening)
+        blended = torch.add(buf.read().to(opmath) * scalars.momentum, u,
+                            alpha=1 - scalars.dampening)
         new = torch.where(count == 0, u, blended)
-        buf.copy_(new if keep is None else torch.where(keep, new, buf))
+        buf.write(new, keep)
         u = torch.add(u, new, alpha=scalars.momentum) if scalars.nesterov else new
 
     even_values, odd_values = even.read(), odd.read()

@@ -14,6 +14,8 @@ from .implementations import BACKEND_NAMES
 from .local_tensors import describe, same_distribution
 
 HISTORY_DTYPES = (None, torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int8)
+# None keeps each buffer in its param's dtype, as torch.optim.SGD does.
+MOMENTUM_DTYPES = (None, torch.int8)
 PARAM_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 _INT64_MAX = 2**63 - 1
 
@@ -61,13 +63,24 @@ def validate_hyperparameters(options: dict) -> None:
             or not 0 <= switch_step <= _INT64_MAX):
         raise ValueError(f"switch_step must be an int in [0, 2**63 - 1] (the kernels count "
                          f"steps in int64), got {switch_step!r}")
-    if options["history_dtype"] not in HISTORY_DTYPES:
-        raise ValueError(f"history_dtype must be one of {HISTORY_DTYPES}, got "
-                         f"{options['history_dtype']!r}")
+    validate_state_dtypes(options["history_dtype"], options["momentum_dtype"])
     if options["history_dtype"] is torch.int8:
         _warn_if_int8_errors_add_up(options["coefficients"])
     if options["backend"] not in BACKEND_NAMES:
         raise ValueError(f"unknown backend {options['backend']!r}; choose one of {BACKEND_NAMES}")
+
+
+def validate_state_dtypes(history_dtype: torch.dtype | None,
+                          momentum_dtype: torch.dtype | None) -> None:
+    if history_dtype not in HISTORY_DTYPES:
+        raise ValueError(f"history_dtype must be one of {HISTORY_DTYPES}, got {history_dtype!r}")
+    if momentum_dtype not in MOMENTUM_DTYPES:
+        raise ValueError(f"momentum_dtype must be one of {MOMENTUM_DTYPES} (None: the param's "
+                         f"dtype), got {momentum_dtype!r}")
+    if momentum_dtype is torch.int8 and history_dtype is not torch.int8:
+        raise ValueError("momentum_dtype=torch.int8 needs history_dtype=torch.int8 (an 8-bit "
+                         "momentum buffer shares the history's blocks and params), got "
+                         f"history_dtype={history_dtype!r}")
 
 
 # Coefficient sets already warned about (once per process, not at every check).

@@ -117,7 +117,8 @@ def run(lists: TensorLists, scalars: StepScalars, grad_scale: torch.Tensor | Non
 def tmsgd_step_triton(params: list[torch.Tensor], grads: list[torch.Tensor],
                       delta_even: list[torch.Tensor], delta_odd: list[torch.Tensor],
                       delta_even_scales: list[torch.Tensor], delta_odd_scales: list[torch.Tensor],
-                      momentum_buffers: list[torch.Tensor], steps: list[torch.Tensor], lr: float,
+                      momentum_buffers: list[torch.Tensor], momentum_scales: list[torch.Tensor],
+                      steps: list[torch.Tensor], lr: float,
                       lr_tensor: torch.Tensor | None, b1: float, b2: float, momentum: float,
                       dampening: float, weight_decay: float, nesterov: bool, maximize: bool,
                       switch_step: int, grad_scale: torch.Tensor | None,
@@ -127,6 +128,6 @@ def tmsgd_step_triton(params: list[torch.Tensor], grads: list[torch.Tensor],
                           dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                           maximize=maximize, switch_step=switch_step)
     lists = TensorLists(params, grads, delta_even, delta_odd, delta_even_scales,
-                        delta_odd_scales, momentum_buffers, steps)
+                        delta_odd_scales, momentum_buffers, momentum_scales, steps)
     counts_on_device = bool(steps) and steps[0].device.type != "cpu"
     run(lists, scalars, grad_scale, found_inf, counts_on_device)

@@ -61,6 +61,10 @@ def check_call(lists: TensorLists, scalars: StepScalars, grad_scale: torch.Tenso
                     f"momentum_buffers must hold one buffer per param when momentum != 0 and "
                     f"be empty when momentum == 0: got {len(tensors)} for {len(params)} params "
                     f"with momentum {scalars.momentum}")
+        elif name == "momentum_scales":
+            if tensors:
+                raise ValueError("the triton backend does not implement an 8-bit momentum buffer "
+                                 "yet (momentum_dtype=torch.int8); use backend=\"torch\"")
         elif name in ("delta_even_scales", "delta_odd_scales"):
             expected = len(params) if _quantized(lists) else 0
             if len(tensors) != expected:

@@ -8,7 +8,8 @@ from collections import namedtuple
 from tmsgd_kernels.step_contract import TENSOR_LISTS
 
 # params, grads, delta_even, delta_odd, delta_even_scales, delta_odd_scales (both empty without
-# an 8-bit history), momentum_buffers (empty without momentum), steps.
+# an 8-bit history), momentum_buffers (empty without momentum), momentum_scales (empty unless
+# the buffers are 8-bit), steps.
 _Lists = namedtuple("_Lists", [name for name, _ in TENSOR_LISTS])
 
 
