@@ -6,6 +6,7 @@ from .coefficients import PAPER_COEFFICIENTS
 from .flatten import flatten_parameters
 from .implementations import available_backends
 from .optimizer import TMSGD
+from .step_in_backward import step_in_backward
 
 __all__ = ["TMSGD", "PAPER_COEFFICIENTS", "available_backends", "flatten_parameters",
-           "functional", "__version__"]
+           "functional", "step_in_backward", "__version__"]
