@@ -17,9 +17,9 @@ move during a cycle, so the decay term is counted once, with the first micro-bat
 S lives in the history slot the step overwrites anyway (the one holding d2: d1 is still read at
 fold 1 and kept for the next step), and buf in the momentum buffer, so no tensor is added. The
 real numbers are the normal step's; the rounding differs (every fold rounds once or twice
-instead of autograd's k - 1 additions and the step's three), which the module's tests bound.
-The accumulating tensor must therefore hold fp32 at least: `accumulator_problem` says which
-param cannot, before anything changes.
+instead of autograd's k - 1 additions and the step's three), which tests/test_step_in_backward.py
+bounds. The slot and the buffer are computed in their own dtype, so both must hold fp32 at
+least: `accumulator_problem` says which param cannot, before anything changes.
 
 All of it is torch._foreach_* ops over the params of one group, dtype and count class, on any
 device; the backend's kernels are not used for a cycle of more than one micro-batch.
@@ -66,13 +66,15 @@ class Partial:
 
 
 def accumulator_problem(history: torch.dtype, param: torch.dtype, group: dict) -> str | None:
-    """Why this param cannot accumulate over micro-batches under `group`, or None."""
-    momentum, nesterov = group["momentum"] != 0, group["nesterov"]
-    if (not momentum or nesterov) and history not in _WIDE:
-        return (f"its history is {history}: the partial step is kept in the history slot, and "
-                f"rounding it to {history} at every micro-batch loses the gradient's low bits "
-                f"(use history_dtype=torch.float32, or accumulation_steps=1)")
-    if momentum and param not in _WIDE:
+    """Why this param cannot accumulate over micro-batches under `group`, or None. The fold
+    keeps the partial step in the history slot (and, with momentum, the partial buffer in the
+    buffer) and computes d_new there: both must hold fp32 (an 8-bit momentum buffer needs an
+    8-bit history, so it is refused with it)."""
+    if history not in _WIDE:
+        return (f"its history is {history}: the fold keeps the partial step in the history "
+                f"slot, and rounding it to {history} at every micro-batch loses the gradient's "
+                f"low bits (use history_dtype=torch.float32, or accumulation_steps=1)")
+    if group["momentum"] != 0 and param not in _WIDE:
         return (f"its momentum buffer is {param}: the buffer accumulates the micro-batches, and "
                 f"rounding it to {param} at every micro-batch loses precision (use fp32 params "
                 f"with momentum, or accumulation_steps=1)")

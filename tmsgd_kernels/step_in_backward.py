@@ -23,7 +23,7 @@ from .functional import tmsgd
 from .local_tensors import local
 from .optimizer import TMSGD
 from .overlap import check_no_overlap
-from .param_state import SCALE_KEYS, history_dtype, prepare, real_view
+from .param_state import BUFFER_SCALES_KEY, SCALE_KEYS, history_dtype, prepare, real_view
 from .plan_checks import first_mismatched_grad
 from .validation import validate_gradient, validate_hyperparameters
 
@@ -49,13 +49,14 @@ class _Prepared:
     slots: backward_fold.Slots
     even_scales: torch.Tensor | None
     odd_scales: torch.Tensor | None
-    # A momentum buffer just started (param_state.prepare) for a param that has taken steps: it
-    # enters the state once its first step or fold is done.
-    fresh_buffer: torch.Tensor | None
+    buffer_scales: torch.Tensor | None  # with an 8-bit momentum buffer
+    # A momentum buffer just started (param_state.prepare) for a param that has taken steps: its
+    # entries enter the state once its first step or fold is done.
+    fresh_entries: dict | None
 
     @property
     def fresh(self) -> bool:
-        return self.fresh_buffer is not None
+        return self.fresh_entries is not None
 
 
 def _layout(tensor: torch.Tensor) -> tuple:
@@ -249,13 +250,13 @@ class StepInBackward:
             return known
         validate_hyperparameters(group)
         fresh = prepare(state, param, group)
-        buffer = fresh if fresh is not None else state.get("momentum_buffer")
-        if group["momentum"] == 0:
-            buffer = None
+        entries = state if fresh is None else fresh
+        buffer = entries.get("momentum_buffer") if group["momentum"] != 0 else None
+        buffer_scales = entries.get(BUFFER_SCALES_KEY) if buffer is not None else None
         slots = backward_fold.Slots(
             real_view(local(param)), local(state["delta_even"]), local(state["delta_odd"]),
             None if buffer is None else local(buffer), state["step"])
-        scales = [state.get(key) for key in SCALE_KEYS.values()]
+        scales = [state.get(key) for key in SCALE_KEYS.values()] + [buffer_scales]
         made = _Prepared(state, tuple(map(id, state.values())), layout, options, slots,
                          *[None if s is None else local(s) for s in scales], fresh)
         if fresh is None:  # a fresh buffer changes the state: prepared again next time
@@ -270,6 +271,7 @@ class StepInBackward:
                 continue
             slots = [prepared[i].slots for i in picked]
             quantized = prepared[picked[0]].even_scales is not None
+            int8_buffers = prepared[picked[0]].buffer_scales is not None
             tmsgd([s.param for s in slots], [grads[i] for i in picked],
                   [s.delta_even for s in slots], [s.delta_odd for s in slots],
                   [s.buffer for s in slots] if group["momentum"] != 0 else [],
@@ -281,10 +283,12 @@ class StepInBackward:
                   delta_even_scales=([prepared[i].even_scales for i in picked] if quantized
                                      else None),
                   delta_odd_scales=([prepared[i].odd_scales for i in picked] if quantized
-                                    else None))
+                                    else None),
+                  momentum_scales=([prepared[i].buffer_scales for i in picked] if int8_buffers
+                                   else None))
             if fresh:
                 for i in picked:
-                    prepared[i].state["momentum_buffer"] = prepared[i].fresh_buffer
+                    prepared[i].state.update(prepared[i].fresh_entries)
         self._stepped()
 
     def _stepped(self) -> None:
@@ -309,8 +313,8 @@ class StepInBackward:
                 made.slots, odd=count % 2 == 1,
                 first_momentum=mode[0] and (count == 0 or made.fresh),
                 multistep=count >= group["switch_step"], momentum=mode[0], nesterov=mode[1])
-            if made.fresh:
-                made.state["momentum_buffer"] = made.fresh_buffer
+            if made.fresh:  # fold 1 writes the buffer whole (first_momentum)
+                made.state.update(made.fresh_entries)
             self._partial[id(param)] = (group, partial)
             key = (partial.odd, partial.first_momentum, partial.multistep)
             firsts.setdefault(key, []).append((partial, grad))
