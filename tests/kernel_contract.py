@@ -173,6 +173,8 @@ INT8_HISTORY = frozenset({"torch-host", "torch-device", "cpu", "cuda-host", "cud
 # Of those, the ones that must equal kernel_order_step bit for bit (the torch implementation
 # contracts multiply-adds, see tests/kernel_order_step.py).
 INT8_KERNELS = INT8_HISTORY - {"torch-host", "torch-device"}
+# The implementations with an 8-bit momentum buffer too (momentum_dtype=torch.int8).
+INT8_MOMENTUM = frozenset({"torch-host", "torch-device"})
 
 
 def _kernel_order(*arguments) -> None:
@@ -265,13 +267,15 @@ class Run:
     `counts[i]` (default 0); a param at count 0 gets a NaN momentum buffer, which its first step
     must not read, one further on a zero buffer. Lists named in `unaligned` hold carved tensors.
     `options` are the step's (momentum, dampening, weight_decay, nesterov, maximize,
-    coefficients in paper form, switch_step); lr may be a float or a tensor.
+    coefficients in paper form, switch_step); lr may be a float or a tensor. With an 8-bit
+    history, `momentum_dtype=torch.int8` keeps the buffers as 8-bit codes too (a param at count
+    0 then gets NaN scales, which its first step must not read).
     """
 
     def __init__(self, implementation: Implementation, params: list[torch.Tensor],
                  history_dtype: torch.dtype | None = None, *, counts: Sequence[int] | None = None,
                  unaligned: Sequence[str] = (), seed: int = 1, lr: float | torch.Tensor = 0.05,
-                 **options) -> None:
+                 momentum_dtype: torch.dtype | None = None, **options) -> None:
         unknown = set(unaligned) - set(LIST_NAMES)
         assert not unknown, f"no such lists: {unknown}"
         self.implementation = implementation
@@ -293,10 +297,16 @@ class Run:
         self.int8 = self.history_dtype == torch.int8
         self.delta_even_scales = [zero_scales(p) for p in self.params] if self.int8 else []
         self.delta_odd_scales = [zero_scales(p) for p in self.params] if self.int8 else []
+        self.int8_buffers = momentum_dtype == torch.int8
+        assert not self.int8_buffers or (self.int8 and self.momentum), \
+            "8-bit buffers need an 8-bit history and momentum"
         self.momentum_buffers = [
-            self._state(p, "momentum_buffers", dtype, float("nan") if c == 0 else 0.0)
+            self._state(p, "momentum_buffers", torch.int8 if self.int8_buffers else dtype,
+                        0.0 if c or self.int8_buffers else float("nan"))
             for p, c in zip(self.params, counts)] if self.momentum else []
-        self.momentum_scales: list[torch.Tensor] = []
+        # An 8-bit buffer's codes are integers: its scales take the NaN of an unset buffer.
+        self.momentum_scales = [zero_scales(p).fill_(0.0 if c else float("nan"))
+                                for p, c in zip(self.params, counts)] if self.int8_buffers else []
         self.steps = [torch.tensor(c, dtype=torch.int64, device=implementation.counts_device)
                       for c in counts]
         self.oracles = [OracleParam(p) for p in self.params]
@@ -317,7 +327,9 @@ class Run:
         if decay != 0:
             return None
         b1, b2 = delta_coefficients(self.options.get("coefficients", PAPER_COEFFICIENTS))
-        return Int8Tolerance(dtype, b1, b2, self.momentum)
+        return Int8Tolerance(dtype, b1, b2, self.momentum, buffer_codes=self.int8_buffers,
+                             nesterov=self.options.get("nesterov", False), lr=float(self.lr),
+                             switch_step=self.options.get("switch_step", 0))
 
     def _placed(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         return carve(tensor, self.guarded) if name in self.unaligned else tensor
@@ -418,6 +430,7 @@ class Run:
         self.tolerance.observe(self.oracles)
         if self.int8:
             self.tolerance.observe_scales(self.delta_even_scales + self.delta_odd_scales)
+            self.tolerance.observe_buffer_scales(self.momentum_scales)
         for i, o in enumerate(self.oracles):
             count = self.count(i)
             where = (f"{self.implementation.name}, param {i} {tuple(self.params[i].shape)} at "
@@ -430,7 +443,10 @@ class Run:
                 assert_close(d1, o.d1, self.tolerance.history(), f"{where}: d1")
                 assert_close(d2, o.d2, self.tolerance.history(), f"{where}: d2")
             if self.momentum_buffers and o.momentum_buffer is not None:
-                assert_close(self.momentum_buffers[i], o.momentum_buffer,
+                buffer = (int8_history.decode(self.momentum_buffers[i].cpu(),
+                                              self.momentum_scales[i].cpu())
+                          if self.int8_buffers else self.momentum_buffers[i])
+                assert_close(buffer, o.momentum_buffer,
                              self.tolerance.buffer(self.taken[i]), f"{where}: momentum buffer")
         for buffer in self.guarded:
             assert buffer[0].item() == GUARD and buffer[-1].item() == GUARD, \
@@ -439,7 +455,8 @@ class Run:
     def tensors(self) -> list[torch.Tensor]:
         """Everything a step may write."""
         return [*self.params, *self.delta_even, *self.delta_odd, *self.delta_even_scales,
-                *self.delta_odd_scales, *self.momentum_buffers, *self.steps]
+                *self.delta_odd_scales, *self.momentum_buffers, *self.momentum_scales,
+                *self.steps]
 
     def snapshot(self) -> list[torch.Tensor]:
         return [t.clone() for t in self.tensors()]

@@ -15,6 +15,7 @@ from kernel_contract import (
     DTYPES,
     INT8_HISTORY,
     INT8_KERNELS,
+    INT8_MOMENTUM,
     KERNEL_ORDER,
     LIST_NAMES,
     ODD_SHAPES,
@@ -636,6 +637,58 @@ def test_int8_against_the_oracle(implementation, dtype, options):
               torch.int8, **options)
     for _ in range(12):
         run.step()
+
+
+# ------------------------------------------------------- 8-bit momentum buffers (momentum_dtype)
+
+INT8_MOMENTUM_RUNS = implementations(lambda i: i.name in INT8_MOMENTUM)
+INT8_MOMENTUM_BIT_EXACT = implementations(lambda i: i.name in INT8_MOMENTUM & INT8_KERNELS)
+INT8_MOMENTUM_OPTIONS = {
+    "momentum": dict(momentum=0.9),
+    "nesterov-warmup": dict(momentum=0.9, nesterov=True, switch_step=2),
+    "dampening-maximize-coefficients": dict(momentum=0.8, dampening=0.3, maximize=True,
+                                            coefficients=(1.25, -0.5, 0.25)),
+}
+
+
+@pytest.mark.parametrize("options", INT8_MOMENTUM_OPTIONS.values(),
+                         ids=INT8_MOMENTUM_OPTIONS.keys())
+@pytest.mark.parametrize("dtype", INT8_DTYPES, ids=str)
+@pytest.mark.parametrize("implementation", INT8_MOMENTUM_RUNS)
+def test_int8_momentum_against_the_oracle(implementation, dtype, options):
+    """12 steps with 8-bit history and buffers against the float64 oracle within the bound
+    derived from both quantization errors (tests/int8_tolerance.py); half the params start at
+    count 0 with NaN buffer scales, which the first step must not read."""
+    shapes = INT8_SHAPES[:7]
+    run = Run(implementation, random_params(shapes, dtype, implementation.device), torch.int8,
+              momentum_dtype=torch.int8, counts=[i % 2 for i in range(len(shapes))], **options)
+    for _ in range(12):
+        run.step()
+
+
+@pytest.mark.parametrize("options", INT8_OPTIONS.values(), ids=INT8_OPTIONS.keys())
+@pytest.mark.parametrize("dtype", INT8_DTYPES, ids=str)
+@pytest.mark.parametrize("implementation", INT8_MOMENTUM_BIT_EXACT)
+def test_int8_momentum_codes_bit_for_bit(implementation, dtype, options):
+    """As test_int8_codes_scales_and_params_bit_for_bit, with 8-bit buffers: the buffers' codes
+    and scales are the reference encoder's too."""
+    options = {**options, "momentum": options.get("momentum") or 0.5}
+    runs = int8_pair(implementation, INT8_SHAPES, dtype, counts=range(len(INT8_SHAPES)),
+                     momentum_dtype=torch.int8, **options)
+    for k in range(6):
+        step_both(runs, grad_scale=4.0, skip=k == 2, what=f"step {k}")
+
+
+@pytest.mark.parametrize("implementation", INT8_MOMENTUM_RUNS)
+def test_int8_momentum_found_inf_changes_nothing(implementation):
+    device = implementation.device
+    run = Run(implementation, random_params(INT8_SHAPES, torch.bfloat16, device), torch.int8,
+              momentum=0.9, nesterov=True, momentum_dtype=torch.int8)
+    for _ in range(2):
+        before = run.snapshot()
+        run.step(grad_scale=scalar(8.0, device), found_inf=scalar(1.0, device), check=False)
+        run.assert_unchanged(before, "a skipped step")
+        run.step(check=False)
 
 
 def _spoil_scales(name: str, make):
