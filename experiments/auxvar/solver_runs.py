@@ -1,0 +1,134 @@
+"""One run of the solver study: a method at one setting on one seed, trained until it has spent
+the FLOP budget, with the true MSE, the FLOPs and the training wall time (evaluations of the
+MSE for the log excluded) logged along the way."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .bcd import BlockCoordinateSolver
+from .solver_design import DIVERGED_FACTOR
+from .tasks import build_loss, test_error
+
+
+@dataclass(frozen=True)
+class SolverRun:
+    """What to run: task, method (bcd, gd, adam, lbfgs), its setting, seed, budget, phase."""
+
+    task: str
+    method: str
+    setting: float
+    seed: int
+    evals: int
+    checkpoints: int
+    phase: str  # "tune" or "test"
+
+
+def eval_flops(loss: Any) -> float:
+    """FLOPs of one forward and backward pass of the MSE, as torch's flop counter counts them."""
+    params = loss.theta_parameters()
+    with FlopCounterMode(display=False) as counter:
+        grads = torch.autograd.grad(loss.mse(), params)
+    del grads
+    return float(counter.get_total_flops())
+
+
+def _original_step(loss: Any, method: str, setting: float) -> Callable[[], int]:
+    """A step of ``method`` on the MSE; the step returns how many gradient evaluations it
+    made (L-BFGS's line search makes several)."""
+    params = loss.theta_parameters()
+    if method == "lbfgs":
+        opt: torch.optim.Optimizer = torch.optim.LBFGS(
+            params, lr=setting, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
+    elif method == "adam":
+        opt = torch.optim.Adam(params, lr=setting)
+    elif method == "gd":
+        opt = torch.optim.SGD(params, lr=setting)
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    calls = [0]
+
+    def closure() -> torch.Tensor:
+        calls[0] += 1
+        opt.zero_grad(set_to_none=True)
+        value = loss.mse()
+        value.backward()
+        return value
+
+    def step() -> int:
+        calls[0] = 0
+        if method == "lbfgs":
+            opt.step(closure)
+        else:
+            closure()
+            opt.step()
+        return calls[0]
+
+    return step
+
+
+def execute(spec: SolverRun) -> dict[str, Any]:
+    """Train until the FLOP budget is spent; return the record (spec, curves, final values)."""
+    torch.manual_seed(spec.seed)
+    loss = build_loss(spec.task, spec.seed)
+    per_eval = eval_flops(loss)
+    budget = spec.evals * per_eval
+    marks = [budget * (i + 1) / spec.checkpoints for i in range(spec.checkpoints)]
+    if spec.method == "bcd":
+        solver = BlockCoordinateSolver(loss, rho=spec.setting)
+
+        def step() -> float:
+            before = solver.flops
+            solver.sweep()
+            return solver.flops - before
+    else:
+        original = _original_step(loss, spec.method, spec.setting)
+
+        def step() -> float:
+            return original() * per_eval
+
+    def mse() -> float:
+        with torch.no_grad():
+            return float(loss.mse())
+
+    curves: dict[str, list[float]] = {"flops": [0.0], "wall": [0.0], "mse": [mse()]}
+    start, flops, wall, diverged, iterations = curves["mse"][0], 0.0, 0.0, False, 0
+    while flops < budget:
+        t0 = time.perf_counter()
+        try:
+            flops += step()
+        except torch.linalg.LinAlgError:  # a factorization of non-finite or singular data
+            diverged = True
+        wall += time.perf_counter() - t0
+        iterations += 1
+        if diverged:
+            break
+        if flops >= marks[0] or flops >= budget:
+            while marks and flops >= marks[0]:
+                marks.pop(0)
+            value = mse()
+            curves["flops"].append(flops)
+            curves["wall"].append(wall)
+            curves["mse"].append(value)
+            if not math.isfinite(value) or value > DIVERGED_FACTOR * start:
+                diverged = True
+                break
+    return {
+        "spec": asdict(spec),
+        "curves": curves,
+        "diverged": diverged,
+        "final_mse": math.inf if diverged else curves["mse"][-1],
+        "test_error": math.inf if diverged else test_error(loss),
+        "flops": flops,
+        "flops_budget": budget,
+        "flops_per_eval": per_eval,
+        "wall": wall,
+        "iterations": iterations,
+    }

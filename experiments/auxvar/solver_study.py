@@ -1,0 +1,213 @@
+"""The solver study's protocol, analysis and report (design in solver_design.py).
+
+    python -m experiments.auxvar.solver_study --quick    # pipeline check, about a minute
+    python -m experiments.auxvar.solver_study --full     # the reported run
+    python -m experiments.auxvar.solver_study --full --report-only   # redraw from runs.json
+
+1. Tuning: every setting of every method's grid on the tuning seeds at the full budget; the
+   divergence rule and the selection of solver_design. 2. Test: each method at its selected
+   setting on the test seeds. Runs go one after another in this process (one thread), so that
+   wall times compare. runs.json and summary.md are rewritten after each task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .solver_design import ALPHA, BASELINES, CHALLENGER, FAMILY, GRIDS, SIZES, Size
+from .solver_runs import SolverRun, execute
+from .stats import holm, paired, score
+
+DEFAULT_OUT = Path(__file__).resolve().parents[2] / "docs" / "auxvar"
+METHODS = (CHALLENGER, *BASELINES)
+
+
+def _slim(rec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in rec.items() if k != "curves"}
+
+
+def select(tune: list[dict[str, Any]], method: str) -> dict[str, Any]:
+    """The setting of ``method`` with the lowest mean score over the tuning seeds among those
+    that diverged on none (ties: the first in the grid); None if every setting diverged."""
+    table = {}
+    for setting in GRIDS[method]:
+        recs = [r for r in tune if r["spec"]["method"] == method
+                and r["spec"]["setting"] == setting]
+        eligible = not any(r["diverged"] for r in recs)
+        table[setting] = (statistics.fmean(score(r["final_mse"]) for r in recs)
+                          if eligible else math.inf)
+    best = min(GRIDS[method], key=lambda s: table[s])
+    return {"setting": best if math.isfinite(table[best]) else None,
+            "scores": {f"{s:g}": v for s, v in table.items()},
+            "at_grid_edge": len(GRIDS[method]) > 1 and best in (GRIDS[method][0],
+                                                                 GRIDS[method][-1])}
+
+
+def run_task(task: str, size: Size, log: Any = print) -> dict[str, Any]:
+    tune = []
+    for method in METHODS:
+        for setting in GRIDS[method]:
+            for seed in size.tune_seeds:
+                tune.append(_slim(execute(SolverRun(task, method, setting, seed, size.evals,
+                                                    size.checkpoints, "tune"))))
+        log(f"  {task} {method}: tuned")
+    selected = {m: select(tune, m) for m in METHODS}
+    test = [execute(SolverRun(task, m, selected[m]["setting"], s, size.evals, size.checkpoints,
+                              "test"))
+            for m in METHODS if selected[m]["setting"] is not None for s in size.test_seeds]
+    return {"selected": selected, "tune": tune, "test": test}
+
+
+def mse_at_time(rec: dict[str, Any], t: float) -> float:
+    """The MSE logged last at or before training time t (inf if the run diverged by then)."""
+    c = rec["curves"]
+    value = c["mse"][0]
+    for w, v in zip(c["wall"], c["mse"]):
+        if w > t:
+            break
+        value = v
+    if rec["diverged"] and rec["wall"] <= t:
+        return math.inf
+    return value
+
+
+def time_budget(test: list[dict[str, Any]]) -> float:
+    """T: the smallest median training time among the methods (all spent the same FLOPs)."""
+    by: dict[str, list[float]] = {}
+    for r in test:
+        by.setdefault(r["spec"]["method"], []).append(r["wall"])
+    return min(statistics.median(v) for v in by.values())
+
+
+def _scores(test: list[dict[str, Any]], method: str, budget: str, t: float) -> list[float]:
+    recs = sorted((r for r in test if r["spec"]["method"] == method),
+                  key=lambda r: r["spec"]["seed"])
+    if budget == "flops":
+        return [score(r["final_mse"]) for r in recs]
+    return [score(mse_at_time(r, t)) for r in recs]
+
+
+def analyse(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Every row of the declared family that was run, Holm over the rows run."""
+    rows = []
+    budgets = {}
+    for task, base, budget in FAMILY:
+        if task not in tasks:
+            continue
+        test = tasks[task]["test"]
+        t = budgets.setdefault(task, time_budget(test))
+        methods = {r["spec"]["method"] for r in test}
+        if CHALLENGER not in methods or base not in methods:
+            continue
+        rows.append({"task": task, "baseline": base, "budget": budget,
+                     **paired(_scores(test, CHALLENGER, budget, t),
+                              _scores(test, base, budget, t))})
+    for row, p in zip(rows, holm([r["p_t"] for r in rows])):
+        row["p_holm"] = p
+        row["verdict"] = ("no significant difference" if p >= ALPHA else
+                          "bcd better" if row["mean_diff"] < 0 else "bcd worse")
+    return {"rows": rows, "time_budget": budgets, "family_run": len(rows),
+            "family_declared": len(FAMILY)}
+
+
+def _g(x: float) -> str:
+    return "diverged" if not math.isfinite(x) else f"{x:.3g}"
+
+
+def summary_markdown(data: dict[str, Any]) -> str:
+    size, an = data["size"], data["analysis"]
+    lines = [
+        f"# Auxiliary-variable solver study: {size['name']} run (generated)", "",
+        f"Generated by `python -m experiments.auxvar.solver_study --{size['name']}` on "
+        f"{data['machine']} in {data['elapsed_s'] / 60:.1f} min. Budget: {size['evals']} "
+        f"gradient evaluations of the MSE in FLOPs for every method; settings tuned on seeds "
+        f"{size['tune_seeds']}, reported on seeds {size['test_seeds']}. Score: log10 of the "
+        "final training MSE; d = score(bcd) - score(baseline) per seed, negative favours bcd, "
+        "ratio = 10^mean(d).", ""]
+    for task, res in data["tasks"].items():
+        lines += [f"## {task}", "",
+                  f"Equal-wall budget T = {an['time_budget'][task]:.2f} s (the smallest median "
+                  "training time).", "",
+                  "| method | setting (edge) | tuning scores (mean log10 MSE) | final MSE, median "
+                  "[min, max] | MSE at T | test error | wall [s] | iterations | diverged |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        t = an["time_budget"][task]
+        for m, sel in res["selected"].items():
+            recs = [r for r in res["test"] if r["spec"]["method"] == m]
+            scores = ", ".join(f"{k}: {_g(v)}" for k, v in sel["scores"].items())
+            if not recs:
+                lines.append(f"| {m} | none eligible | {scores} | | | | | | |")
+                continue
+            fin = sorted(r["final_mse"] for r in recs)
+            at_t = sorted(mse_at_time(r, t) for r in recs)
+            lines.append(
+                f"| {m} | {sel['setting']:g}{' (edge)' if sel['at_grid_edge'] else ''} "
+                f"| {scores} | {_g(statistics.median(fin))} [{_g(fin[0])}, {_g(fin[-1])}] "
+                f"| {_g(statistics.median(at_t))} "
+                f"| {_g(statistics.median(r['test_error'] for r in recs))} "
+                f"| {statistics.median(r['wall'] for r in recs):.2f} "
+                f"| {statistics.median(r['iterations'] for r in recs):.0f} "
+                f"| {sum(r['diverged'] for r in recs)}/{len(recs)} |")
+        lines.append("")
+    lines += [f"## The declared family ({an['family_run']} of {an['family_declared']} rows run; "
+              "Holm over the rows run)", "",
+              "| task | bcd vs | budget | mean d [95% CI] | ratio | d_z | bcd better on | p_t | "
+              "p_Wilcoxon | p_Holm | verdict |", "|---" * 11 + "|"]
+    for r in an["rows"]:
+        lines.append(
+            f"| {r['task']} | {r['baseline']} | {r['budget']} | {r['mean_diff']:+.2f} "
+            f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] | {r['ratio']:.3g} | {r['d_z']:+.2f} "
+            f"| {r['wins']}/{r['n']} | {r['p_t']:.2g} | {r['p_wilcoxon']:.2g} "
+            f"| {r['p_holm']:.2g} | {r['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(data: dict[str, Any], out: Path) -> None:
+    data["analysis"] = analyse(data["tasks"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "runs.json").write_text(json.dumps(data, indent=1))
+    (out / "summary.md").write_text(summary_markdown(data))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m experiments.auxvar.solver_study",
+                                 description=__doc__)
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_const", dest="size", const="quick")
+    group.add_argument("--full", action="store_const", dest="size", const="full")
+    ap.add_argument("--tasks", nargs="*", help="a subset of the size's tasks")
+    ap.add_argument("--out", type=Path, help="output folder (default docs/auxvar/solvers-<size>)")
+    ap.add_argument("--report-only", action="store_true", help="redraw from runs.json")
+    args = ap.parse_args(argv)
+    size = SIZES[args.size or "quick"]
+    out = args.out or DEFAULT_OUT / f"solvers-{size.name}"
+    if args.report_only:
+        write(json.loads((out / "runs.json").read_text()), out)
+        return
+    torch.set_num_threads(1)
+    start = time.time()
+    data: dict[str, Any] = {
+        "size": size.__dict__, "grids": {k: list(v) for k, v in GRIDS.items()},
+        "machine": (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+                    f"(1 thread), Python {platform.python_version()}"),
+        "tasks": {}}
+    for task in args.tasks or size.tasks:
+        print(f"[{(time.time() - start) / 60:.1f} min] {task}", flush=True)
+        data["tasks"][task] = run_task(task, size, log=lambda s: print(s, flush=True))
+        data["elapsed_s"] = time.time() - start
+        write(data, out)
+    print(f"done in {(time.time() - start) / 60:.1f} min: {out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

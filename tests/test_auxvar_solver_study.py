@@ -1,0 +1,96 @@
+"""The solver study (experiments/auxvar/solver_*.py): its declared family and seeds, the FLOP
+accounting of a run against torch's flop counter and by hand, the budget every method spends,
+the selection's divergence rule, and the pipeline end to end on a tiny budget."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from auxvar_helpers import one_thread  # noqa: F401  (autouse fixture)
+
+from experiments.auxvar import solver_study
+from experiments.auxvar.solver_design import (
+    BASELINES,
+    BUDGETS,
+    EARLIER_TEST_SEEDS,
+    FAMILY,
+    FULL,
+    GRIDS,
+    QUICK,
+    TASKS,
+    Size,
+)
+from experiments.auxvar.solver_runs import SolverRun, eval_flops, execute
+from experiments.auxvar.tasks import N_TRAIN, WIDTH, build_loss
+
+
+def test_family_has_each_row_once_and_seeds_are_fresh() -> None:
+    assert len(FAMILY) == len(set(FAMILY)) == len(TASKS) * len(BASELINES) * len(BUDGETS)
+    assert len(FULL.test_seeds) >= 10 and len(FULL.tune_seeds) >= 3
+    for size in (FULL, QUICK):
+        assert not set(size.test_seeds) & (EARLIER_TEST_SEEDS | set(size.tune_seeds))
+    assert not set(FULL.test_seeds) & set(QUICK.test_seeds)
+
+
+def test_eval_flops_is_a_forward_and_backward_pass() -> None:
+    """2 N d_in d_out per layer forward, twice that backward except the first layer, whose
+    input needs no gradient."""
+    loss = build_loss("reg4", 0)
+    dims = [(1, WIDTH), (WIDTH, WIDTH), (WIDTH, WIDTH), (WIDTH, 1)]
+    forward = sum(2 * N_TRAIN * a * b for a, b in dims)
+    assert eval_flops(loss) == 3 * forward - 2 * N_TRAIN * dims[0][0] * dims[0][1]
+
+
+@pytest.mark.parametrize("method,setting", [("gd", 0.1), ("adam", 1e-2), ("lbfgs", 1.0),
+                                            ("bcd", 1e-4)])
+def test_every_method_spends_the_budget(method: str, setting: float) -> None:
+    rec = execute(SolverRun("reg4", method, setting, 0, 12, 3, "test"))
+    budget, per_eval = rec["flops_budget"], rec["flops_per_eval"]
+    assert budget == 12 * per_eval and not rec["diverged"]
+    assert rec["flops"] >= budget
+    c = rec["curves"]
+    assert c["flops"][-1] == rec["flops"] and c["flops"] == sorted(c["flops"])
+    assert len(c["mse"]) >= 3  # the start and the checkpoints crossed
+    assert rec["final_mse"] == c["mse"][-1] < c["mse"][0]
+    if method in ("gd", "adam"):  # one gradient evaluation per step, no overshoot
+        assert rec["iterations"] == 12 and rec["flops"] == budget
+    else:  # the last iteration may overshoot by at most one iteration's work
+        assert rec["flops"] - budget < rec["flops"] / rec["iterations"] * 3
+
+
+def _rec(method: str, setting: float, mse: float) -> dict:
+    return {"spec": {"method": method, "setting": setting}, "final_mse": mse,
+            "diverged": not math.isfinite(mse)}
+
+
+def test_selection_excludes_a_setting_that_diverged_on_any_tuning_seed() -> None:
+    lo, hi = GRIDS["gd"][0], GRIDS["gd"][-1]
+    tune = [_rec("gd", lo, 0.5), _rec("gd", lo, 0.4), _rec("gd", hi, 1e-3),
+            _rec("gd", hi, math.inf)] + [_rec("gd", s, 0.45) for s in GRIDS["gd"][1:-1]
+                                          for _ in range(2)]
+    sel = solver_study.select(tune, "gd")
+    assert sel["scores"][f"{hi:g}"] == math.inf
+    assert sel["setting"] == GRIDS["gd"][0]  # mean log10 of 0.5, 0.4 is below that of 0.45
+    tune = [_rec("gd", s, math.inf) for s in GRIDS["gd"]]
+    assert solver_study.select(tune, "gd")["setting"] is None
+
+
+def test_pipeline_end_to_end_on_a_tiny_budget(tmp_path) -> None:  # noqa: ANN001
+    size = Size("tiny", evals=3, checkpoints=1, tune_seeds=(0,), test_seeds=(300, 301),
+                tasks=("reg4",))
+    res = solver_study.run_task("reg4", size, log=lambda _: None)
+    assert set(res["selected"]) == {"bcd", *BASELINES}
+    assert len(res["test"]) == 2 * 4
+    data = {"size": size.__dict__, "machine": "test", "elapsed_s": 1.0, "tasks": {"reg4": res}}
+    solver_study.write(data, tmp_path)
+    rows = data["analysis"]["rows"]
+    assert [(r["baseline"], r["budget"]) for r in rows] == [
+        (b, k) for b in BASELINES for k in BUDGETS]
+    text = (tmp_path / "summary.md").read_text()
+    assert "| reg4 | lbfgs | wall |" in text and "6 of 18 rows run" in text
+    walls = {m: [r["wall"] for r in res["test"] if r["spec"]["method"] == m]
+             for m in res["selected"]}
+    # the wall budget is the smallest median training time (median of two = their mean)
+    expected = min((w[0] + w[1]) / 2 for w in walls.values())
+    assert data["analysis"]["time_budget"]["reg4"] == pytest.approx(expected, rel=1e-12)
