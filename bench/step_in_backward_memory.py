@@ -8,6 +8,7 @@ the most that was allocated at once during the steps (the first creates the opti
 Nothing is computed from shapes. "beyond params + activations" subtracts the peak of the same
 steps with no optimizer at all (a hook frees each gradient as it is made), per parameter
 element. Step times: torch.utils.benchmark over further steps of the same model, unprofiled.
+"host_time": the same patterns over 161 params of 16 elements, where host time decides.
 
     python bench/step_in_backward_memory.py              # GPT-2 small (12 layers) and the CNN
     python bench/step_in_backward_memory.py --layers 2   # a shorter GPT-2 (quick look)
@@ -72,7 +73,8 @@ class GPT2(nn.Module):
 
 def conv_net() -> nn.Module:
     """A ResNet-18-like stack without skips (11.2M params: 3x3 convs 64-512, batch norm)."""
-    layers, width_in = [nn.Conv2d(3, 64, 7, stride=2, padding=3), nn.BatchNorm2d(64), nn.ReLU()]
+    layers = [nn.Conv2d(3, 64, 7, stride=2, padding=3), nn.BatchNorm2d(64), nn.ReLU()]
+    width_in = 64
     for width, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
         for repeat in range(2):
             for conv in range(2):
@@ -115,9 +117,7 @@ def _sgd_in_backward(model, momentum):
 
 
 def _free_grads(model):
-    for param in model.parameters():
-        param.register_post_accumulate_grad_hook(lambda p: setattr(p, "grad", None))
-    return None
+    return _free_grads_of(model.parameters())
 
 
 def _tmsgd(in_backward, **options):
@@ -205,6 +205,65 @@ def measure(make_model, loss_of, make_optimizer, steps: int) -> dict:
     return result
 
 
+def _per_param_in_backward(params, make):
+    """One optimizer per param, stepped by the param's hook (the tutorial's pattern)."""
+    optimizers = {p: make([p]) for p in params}
+
+    def hook(param):
+        optimizers[param].step()
+        optimizers[param].zero_grad(set_to_none=True)
+
+    for param in params:
+        param.register_post_accumulate_grad_hook(hook)
+
+
+def host_time(tensors: int = 161, numel: int = 16) -> dict:
+    """Median time of a training step (backward of sum(p * c) and the step) over many tiny
+    params, where host time decides: the step in backward (one call for all, at the end of
+    backward) against the normal step and the one-optimizer-per-param pattern."""
+    def tmsgd(params):
+        return TMSGD(params, lr=LR, momentum=MOMENTUM, backend="cpu")
+
+    def sgd(params):
+        return torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, foreach=True)
+
+    def tmsgd_in_backward(params):
+        step_in_backward(tmsgd(params))  # the hooks keep the handle
+        return None
+
+    setups = {
+        "backward only (gradients freed as made)": lambda p: _free_grads_of(p),
+        "SGD-M foreach, normal step": sgd,
+        "SGD-M, one per param in backward": lambda p: _per_param_in_backward(p, sgd),
+        "TMSGD-M cpu, normal step": tmsgd,
+        "TMSGD-M cpu, step_in_backward": tmsgd_in_backward,
+        "TMSGD-M cpu, one per param in backward": lambda p: _per_param_in_backward(p, tmsgd),
+    }
+    coefficients = [torch.randn(numel) for _ in range(tensors)]
+    result = {"tensors": tensors, "numel": numel}
+    for name, setup in setups.items():
+        params = [nn.Parameter(torch.randn(numel)) for _ in range(tensors)]
+        optimizer = setup(params)
+
+        def step(params=params, optimizer=optimizer):
+            sum((p * c).sum() for p, c in zip(params, coefficients)).backward()
+            if optimizer is not None:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+        timing = benchmark.Timer(stmt="step()", globals={"step": step}).blocked_autorange(
+            min_run_time=2.0)
+        result[name] = {"step_us_median": timing.median * 1e6, "step_us_iqr": timing.iqr * 1e6}
+        print(f"host time | {name}: {timing.median * 1e6:.0f} us", file=sys.stderr, flush=True)
+    return result
+
+
+def _free_grads_of(params):
+    for param in params:
+        param.register_post_accumulate_grad_hook(lambda p: setattr(p, "grad", None))
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=12)
@@ -212,7 +271,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "step_in_backward_memory.json")
     args = parser.parse_args()
-    result = {"machine": machine(), "lr": LR, "profiled_steps": args.steps, "models": {}}
+    result = {"machine": machine(), "lr": LR, "profiled_steps": args.steps, "models": {},
+              "host_time": host_time()}
     for model_name, (make_model, loss_of) in models(args.layers).items():
         rows = {}
         for name, make_optimizer in CONFIGS.items():
