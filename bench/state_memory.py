@@ -27,6 +27,8 @@ OPTIMIZERS = {
     "TMSGD, int8 history": lambda p: _tmsgd(p, history_dtype=torch.int8),
     "TMSGD + momentum, int8 history": lambda p: _tmsgd(p, momentum=0.9,
                                                       history_dtype=torch.int8),
+    "TMSGD + momentum, int8 history and buffer": lambda p: _tmsgd(
+        p, momentum=0.9, history_dtype=torch.int8, momentum_dtype=torch.int8),
     "SGD + momentum": lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9),
     "Adam": lambda p: torch.optim.Adam(p, lr=1e-3),
 }
