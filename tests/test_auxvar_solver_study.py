@@ -51,7 +51,8 @@ def test_every_method_spends_the_budget(method: str, setting: float) -> None:
     assert rec["flops"] >= budget
     c = rec["curves"]
     assert c["flops"][-1] == rec["flops"] and c["flops"] == sorted(c["flops"])
-    assert len(c["mse"]) >= 3  # the start and the checkpoints crossed
+    # the start and the checkpoints crossed (one L-BFGS call may cross both)
+    assert len(c["mse"]) >= (2 if method == "lbfgs" else 3)
     assert rec["final_mse"] == c["mse"][-1] < c["mse"][0]
     if method in ("gd", "adam"):  # one gradient evaluation per step, no overshoot
         assert rec["iterations"] == 12 and rec["flops"] == budget

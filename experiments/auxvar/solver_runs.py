@@ -40,13 +40,17 @@ def eval_flops(loss: Any) -> float:
     return float(counter.get_total_flops())
 
 
-def _original_step(loss: Any, method: str, setting: float) -> Callable[[], int]:
+def _original_step(loss: Any, method: str, setting: float,
+                   evals_left: Callable[[], int]) -> Callable[[], int]:
     """A step of ``method`` on the MSE; the step returns how many gradient evaluations it
-    made (L-BFGS's line search makes several)."""
+    made. An L-BFGS step is one call of torch's LBFGS: up to 20 iterations with a strong-Wolfe
+    line search, at most ``evals_left()`` evaluations (its line search may add a few). One
+    iteration per call would re-evaluate the loss at every call, and torch's default
+    max_eval for max_iter=1 (one evaluation) stalls it."""
     params = loss.theta_parameters()
     if method == "lbfgs":
         opt: torch.optim.Optimizer = torch.optim.LBFGS(
-            params, lr=setting, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
+            params, lr=setting, max_iter=20, history_size=20, line_search_fn="strong_wolfe")
     elif method == "adam":
         opt = torch.optim.Adam(params, lr=setting)
     elif method == "gd":
@@ -65,6 +69,7 @@ def _original_step(loss: Any, method: str, setting: float) -> Callable[[], int]:
     def step() -> int:
         calls[0] = 0
         if method == "lbfgs":
+            opt.param_groups[0]["max_eval"] = max(1, min(25, evals_left()))
             opt.step(closure)
         else:
             closure()
@@ -89,7 +94,9 @@ def execute(spec: SolverRun) -> dict[str, Any]:
             solver.sweep()
             return solver.flops - before
     else:
-        original = _original_step(loss, spec.method, spec.setting)
+        original = _original_step(
+            loss, spec.method, spec.setting,
+            lambda: math.ceil((budget - flops) / per_eval))
 
         def step() -> float:
             return original() * per_eval
