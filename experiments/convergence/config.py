@@ -27,6 +27,9 @@ class Config:
     window: int = 2  # fine stage: lattice points on each side of the anchors
     extend: int = 0  # rounds of one more lr beyond a best that sits at the edge of those tried
     quadratic_steps: int = 3000  # theory checks: steps of the real optimizers on quadratics
+    # fine windows span the anchors of the configuration's cover set (design.COVER_SETS); the
+    # quick run searches only around each configuration's own anchors, to stay a few minutes
+    cover_lrs: bool = True
 
 
 QUICK = Config(
@@ -37,6 +40,7 @@ QUICK = Config(
     coarse_e=COARSE_E_QUICK,
     window=WINDOW_QUICK,
     quadratic_steps=800,
+    cover_lrs=False,
 )
 
 FULL = Config(

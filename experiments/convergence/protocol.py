@@ -142,7 +142,8 @@ def run_task(task: str, config: Config, workers: int) -> dict[str, Any]:
               for e in coarse["adam" if f == "adam" else "sgd"] for s in val_seeds], "coarse")
     best = {f: best_e(runs.val_scores(f)) for f in COARSE_FAMILIES}
     names = sorted({c for g in GROUPS for c in members(g, task)})
-    around = covered_anchors(names, best)
+    around = (covered_anchors(names, best) if config.cover_lrs
+              else {c: anchors(c, best) for c in names})
     windows = {c: window(around[c], config.window) for c in names}
     runs.run([(c, e, s, "val", "grid") for c in names for e in windows[c] for s in val_seeds],
              "fine")
