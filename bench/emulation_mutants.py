@@ -71,6 +71,18 @@ MUTANTS = (
            "aligned<H, kVec>(d2) &&\n                      aligned<H, kVec>(d1) &&",
            "aligned<H, kVec>(d2) &&",
            "d1's alignment not checked before its 16-byte vector loads"),
+    Mutant("int8_buffer_scale_ignored", "cuda_kernel.cu",
+           "kCodes && !s.first ? table.momentum_scales[t][b] : 0.0f;",
+           "kCodes && !s.first ? 1.0f : 0.0f;",
+           "an 8-bit momentum buffer decoded without its block scale"),
+    Mutant("int8_buffer_scales_swapped", "cuda_step.cpp",
+           "int8_momentum ? momentum_scales[i].data_ptr<float>() : nullptr;",
+           "int8_momentum ? delta_odd_scales[i].data_ptr<float>() : nullptr;",
+           "an 8-bit momentum buffer's scales read and written in the odd history slot's"),
+    Mutant("int8_buffer_encodes_d_new", "cuda_kernel.cu",
+           "encode_block(buf_new, n, lane, buf_codes,",
+           "encode_block(d_new, n, lane, buf_codes,",
+           "an 8-bit momentum buffer stored as the codes of d_new instead of the new buffer"),
 )
 
 

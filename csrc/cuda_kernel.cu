@@ -1,8 +1,9 @@
 // The CUDA kernels of tmsgd_kernels::tmsgd_step: one multi-tensor launch per table of
 // kMaxTensors params, blocks striding over fixed-size chunks of every tensor, 16-byte vector
 // loads and stores where every pointer of the chunk is aligned and a scalar loop where not,
-// 64-bit element indices; the 8-bit history's kernel (one warp per block of 256 elements of a row,
-// the block's absmax by warp shuffles, warp_lockstep.h); and the kernel that advances the
+// 64-bit element indices; the 8-bit history's kernels (one warp per block of 256 elements of a
+// row, the block's absmax by warp shuffles, warp_lockstep.h; a momentum buffer in the param dtype
+// or, tmsgd_int8_momentum_kernel, in 8 bits like the history); and the kernel that advances the
 // device-side counts. The arithmetic is tmsgd_update.h, the same code the CPU kernel runs.
 //
 // Kept light for nvcc (no torch/ATen headers, one translation unit). Instantiations: param x
@@ -188,52 +189,16 @@ __device__ inline float max_magnitude(float a, float b) {
   return (b > a || b != b) ? b : a;
 }
 
-// One block of an 8-bit history, stepped by one warp: lane l owns elements l, l + 32, ...
-// (coalesced). Reads both slots' codes (decoded code * scale), runs tmsgd_update in fp32 as the
-// float kernels do, writes the param and buffer, then stores d_new over the d2 slot as the
-// reference encoder does: scale = absmax / 127 (absmax by shuffles; IEEE division, nvcc's
-// default), code = clamp(round half to even(d_new / scale), -127, 127), zero codes for a zero or
-// non-finite scale. Every lane takes part in every shuffle (the caller's loop is warp-uniform).
-template <typename P, bool kMomentum>
-__device__ inline void step_int8_block(const Int8Table& table, int64_t t, int64_t b, int lane,
-                                       const UpdateScalars<float>& s) {
-  const int64_t per_row = table.per_row[t];
-  const int64_t blocks_per_row = (per_row + kInt8Block - 1) / kInt8Block;
-  const int64_t row = b / blocks_per_row;
-  const int64_t in_row = (b - row * blocks_per_row) * kInt8Block;
-  const int64_t start = row * per_row + in_row;
-  const int64_t n = per_row - in_row < kInt8Block ? per_row - in_row : kInt8Block;
-  P* w = static_cast<P*>(table.params[t]) + start;
-  const P* g = static_cast<const P*>(table.grads[t]) + start;
-  P* buf = kMomentum ? static_cast<P*>(table.momentum[t]) + start : nullptr;
-  int8_t* even = static_cast<int8_t*>(table.delta_even[t]) + start;
-  int8_t* odd = static_cast<int8_t*>(table.delta_odd[t]) + start;
-  int8_t* d2 = s.parity == 0 ? even : odd;
-  const int8_t* d1 = s.parity == 0 ? odd : even;
-  float* d2_scales = s.parity == 0 ? table.even_scales[t] : table.odd_scales[t];
-  const float* d1_scales = s.parity == 0 ? table.odd_scales[t] : table.even_scales[t];
-  // The warm-up never reads the history.
-  const float scale1 = s.multistep ? d1_scales[b] : 0.0f;
-  const float scale2 = s.multistep ? d2_scales[b] : 0.0f;
-
-  float d_new[kPerLane];
+// Stores one warp's block of fp32 values (lane l holds elements l, l + 32, ...; zeros past n)
+// as the reference encoder does (int8_history.py): scale = absmax / 127 (absmax by shuffles;
+// IEEE division, nvcc's default), code = clamp(round half to even(value / scale), -127, 127),
+// zero codes for a zero or non-finite scale. Every lane must call it (the shuffles).
+__device__ inline void encode_block(const float (&values)[kPerLane], int64_t n, int lane,
+                                    int8_t* codes, float* scale_out) {
   float absmax = 0.0f;
 #pragma unroll
   for (int k = 0; k < kPerLane; ++k) {
-    const int64_t i = lane + int64_t(k) * kWarp;
-    d_new[k] = 0.0f;
-    if (i < n) {
-      float wi = static_cast<float>(w[i]);
-      float mi = kMomentum && !s.first ? static_cast<float>(buf[i]) : 0.0f;
-      const float a = s.multistep ? static_cast<float>(d1[i]) * scale1 : 0.0f;
-      const float c = s.multistep ? static_cast<float>(d2[i]) * scale2 : 0.0f;
-      d_new[k] = tmsgd_update<kMomentum>(wi, static_cast<float>(g[i]), a, c, mi, s);
-      w[i] = static_cast<P>(wi);
-      if constexpr (kMomentum) {
-        buf[i] = static_cast<P>(mi);
-      }
-    }
-    absmax = max_magnitude(absmax, fabsf(d_new[k]));
+    absmax = max_magnitude(absmax, fabsf(values[k]));
   }
 #pragma unroll
   for (int offset = kWarp / 2; offset > 0; offset /= 2) {
@@ -245,21 +210,84 @@ __device__ inline void step_int8_block(const Int8Table& table, int64_t t, int64_
   for (int k = 0; k < kPerLane; ++k) {
     const int64_t i = lane + int64_t(k) * kWarp;
     if (i < n) {
-      const float code = fminf(fmaxf(rintf(d_new[k] / scale), -kCodeMax), kCodeMax);
-      d2[i] = zero ? int8_t(0) : static_cast<int8_t>(code);
+      const float code = fminf(fmaxf(rintf(values[k] / scale), -kCodeMax), kCodeMax);
+      codes[i] = zero ? int8_t(0) : static_cast<int8_t>(code);
     }
   }
   if (lane == 0) {
-    d2_scales[b] = scale;
+    *scale_out = scale;
+  }
+}
+
+// One block of an 8-bit history, stepped by one warp: lane l owns elements l, l + 32, ...
+// (coalesced). Reads both slots' codes (decoded code * scale), runs tmsgd_update in fp32 as the
+// float kernels do, writes the param, then stores d_new over the d2 slot (encode_block). The
+// momentum buffer is kBuffer: none, in the param dtype, or int8 codes with one scale per block
+// like the history's; those are decoded the same way (not read on the first step) and the new
+// buffer, which the step itself uses unrounded, is stored by encode_block too. Every lane takes
+// part in every shuffle (the caller's loop is warp-uniform).
+template <typename P, Buffer kBuffer>
+__device__ inline void step_int8_block(const Int8Table& table, int64_t t, int64_t b, int lane,
+                                       const UpdateScalars<float>& s) {
+  constexpr bool kMomentum = kBuffer != Buffer::kNone;
+  constexpr bool kCodes = kBuffer == Buffer::kInt8;
+  const int64_t per_row = table.per_row[t];
+  const int64_t blocks_per_row = (per_row + kInt8Block - 1) / kInt8Block;
+  const int64_t row = b / blocks_per_row;
+  const int64_t in_row = (b - row * blocks_per_row) * kInt8Block;
+  const int64_t start = row * per_row + in_row;
+  const int64_t n = per_row - in_row < kInt8Block ? per_row - in_row : kInt8Block;
+  P* w = static_cast<P*>(table.params[t]) + start;
+  const P* g = static_cast<const P*>(table.grads[t]) + start;
+  P* buf = kBuffer == Buffer::kParam ? static_cast<P*>(table.momentum[t]) + start : nullptr;
+  int8_t* buf_codes = kCodes ? static_cast<int8_t*>(table.momentum[t]) + start : nullptr;
+  int8_t* even = static_cast<int8_t*>(table.delta_even[t]) + start;
+  int8_t* odd = static_cast<int8_t*>(table.delta_odd[t]) + start;
+  int8_t* d2 = s.parity == 0 ? even : odd;
+  const int8_t* d1 = s.parity == 0 ? odd : even;
+  float* d2_scales = s.parity == 0 ? table.even_scales[t] : table.odd_scales[t];
+  const float* d1_scales = s.parity == 0 ? table.odd_scales[t] : table.even_scales[t];
+  // The warm-up never reads the history, the first step never the buffer.
+  const float scale1 = s.multistep ? d1_scales[b] : 0.0f;
+  const float scale2 = s.multistep ? d2_scales[b] : 0.0f;
+  const float buf_scale = kCodes && !s.first ? table.momentum_scales[t][b] : 0.0f;
+
+  float d_new[kPerLane];
+  float buf_new[kCodes ? kPerLane : 1];
+#pragma unroll
+  for (int k = 0; k < kPerLane; ++k) {
+    const int64_t i = lane + int64_t(k) * kWarp;
+    d_new[k] = 0.0f;
+    if constexpr (kCodes) {
+      buf_new[k] = 0.0f;
+    }
+    if (i < n) {
+      float wi = static_cast<float>(w[i]);
+      float mi = 0.0f;
+      if (kMomentum && !s.first) {
+        mi = kCodes ? static_cast<float>(buf_codes[i]) * buf_scale : static_cast<float>(buf[i]);
+      }
+      const float a = s.multistep ? static_cast<float>(d1[i]) * scale1 : 0.0f;
+      const float c = s.multistep ? static_cast<float>(d2[i]) * scale2 : 0.0f;
+      d_new[k] = tmsgd_update<kMomentum>(wi, static_cast<float>(g[i]), a, c, mi, s);
+      w[i] = static_cast<P>(wi);
+      if constexpr (kCodes) {
+        buf_new[k] = mi;
+      } else if constexpr (kMomentum) {
+        buf[i] = static_cast<P>(mi);
+      }
+    }
+  }
+  encode_block(d_new, n, lane, d2, d2_scales + b);
+  if constexpr (kCodes) {
+    encode_block(buf_new, n, lane, buf_codes, table.momentum_scales[t] + b);
   }
 }
 
 // Chunks of kInt8BlocksPerChunk blocks, grid-stride; within a chunk, each of the 8 warps takes
 // every 8th block.
-template <typename P, bool kMomentum>
-__global__ void __launch_bounds__(kThreads)
-    tmsgd_int8_kernel(const __grid_constant__ Int8Table table,
-                      const __grid_constant__ KernelScalars<float> args) {
+template <typename P, Buffer kBuffer>
+__device__ inline void step_int8_chunks(const Int8Table& table, const KernelScalars<float>& args) {
   if (args.found_inf != nullptr && *args.found_inf != 0.0f) {
     return;  // AMP found an inf/nan: nothing changes (the increment kernel skips too)
   }
@@ -284,10 +312,27 @@ __global__ void __launch_bounds__(kThreads)
                               ? first + kInt8BlocksPerChunk
                               : table.blocks[t];
       for (int64_t b = first + warp; b < end; b += kThreads / kWarp) {
-        step_int8_block<P, kMomentum>(table, t, b, lane, s);
+        step_int8_block<P, kBuffer>(table, t, b, lane, s);
       }
     }
   });
+}
+
+// The 8-bit history kernel with a buffer in the param dtype (kMomentum) or none.
+template <typename P, bool kMomentum>
+__global__ void __launch_bounds__(kThreads)
+    tmsgd_int8_kernel(const __grid_constant__ Int8Table table,
+                      const __grid_constant__ KernelScalars<float> args) {
+  step_int8_chunks<P, kMomentum ? Buffer::kParam : Buffer::kNone>(table, args);
+}
+
+// The 8-bit history kernel with an 8-bit momentum buffer (momentum_dtype=torch.int8): its own
+// name, since the buffer's second encoding changes its registers.
+template <typename P>
+__global__ void __launch_bounds__(kThreads)
+    tmsgd_int8_momentum_kernel(const __grid_constant__ Int8Table table,
+                               const __grid_constant__ KernelScalars<float> args) {
+  step_int8_chunks<P, Buffer::kInt8>(table, args);
 }
 
 // Runs after every block of every step launch of the call has read the old counts (same stream).
@@ -338,10 +383,14 @@ int resident_blocks(int device) {
   return occupancy(tmsgd_step_kernel<P, H, kMomentum>, device, known);
 }
 
-template <typename P, bool kMomentum>
+template <typename P, Buffer kBuffer>
 int resident_int8_blocks(int device) {
   static std::array<std::atomic<int>, kDevices> known{};
-  return occupancy(tmsgd_int8_kernel<P, kMomentum>, device, known);
+  if constexpr (kBuffer == Buffer::kInt8) {
+    return occupancy(tmsgd_int8_momentum_kernel<P>, device, known);
+  } else {
+    return occupancy(tmsgd_int8_kernel<P, kBuffer == Buffer::kParam>, device, known);
+  }
 }
 
 template <typename P, typename H, bool kMomentum>
@@ -418,26 +467,31 @@ KernelResources step_kernel_resources(Dtype param, Dtype history, bool momentum)
 }
 
 void launch_int8_step(const Int8Table& table, const KernelScalars<float>& args, Dtype param,
-                      bool momentum, const Device& device, void* stream) {
+                      Buffer buffer, const Device& device, void* stream) {
   with_type(param, [&](auto p_tag) {
     using P = decltype(p_tag);
     if constexpr (std::is_same_v<P, double>) {
       TORCH_CHECK(false, "tmsgd_step: internal error, fp64 params with an 8-bit history");
     } else {
-      auto launch = [&](auto m_tag) {
-        constexpr bool kMomentum = decltype(m_tag)::value;
+      auto launch = [&](auto b_tag) {
+        constexpr Buffer kBuffer = decltype(b_tag)::value;
         const int64_t chunks = table.chunk_end[table.count - 1];
         const int64_t fit =
-            int64_t(device.multiprocessors) * resident_int8_blocks<P, kMomentum>(device.index);
+            int64_t(device.multiprocessors) * resident_int8_blocks<P, kBuffer>(device.index);
         const int grid = static_cast<int>(chunks < fit ? chunks : fit);
-        TMSGD_LAUNCH(grid, kThreads, 0, static_cast<cudaStream_t>(stream),
-                     tmsgd_int8_kernel<P, kMomentum>)(table, args);
+        if constexpr (kBuffer == Buffer::kInt8) {
+          TMSGD_LAUNCH(grid, kThreads, 0, static_cast<cudaStream_t>(stream),
+                       tmsgd_int8_momentum_kernel<P>)(table, args);
+        } else {
+          TMSGD_LAUNCH(grid, kThreads, 0, static_cast<cudaStream_t>(stream),
+                       tmsgd_int8_kernel<P, kBuffer == Buffer::kParam>)(table, args);
+        }
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       };
-      if (momentum) {
-        launch(std::true_type{});
-      } else {
-        launch(std::false_type{});
+      switch (buffer) {
+        case Buffer::kNone: return launch(std::integral_constant<Buffer, Buffer::kNone>{});
+        case Buffer::kParam: return launch(std::integral_constant<Buffer, Buffer::kParam>{});
+        case Buffer::kInt8: return launch(std::integral_constant<Buffer, Buffer::kInt8>{});
       }
     }
   });

@@ -59,6 +59,7 @@ struct Launcher {
   at::TensorList delta_even_scales;  // empty without an 8-bit history
   at::TensorList delta_odd_scales;
   at::TensorList momentum_buffers;
+  at::TensorList momentum_scales;  // non-empty only for 8-bit buffers (with an 8-bit history)
   at::TensorList steps;
   Dtype param_dtype;
   Dtype history_dtype;
@@ -108,10 +109,12 @@ struct Launcher {
   // kMaxInt8Tensors per launch, tensors without blocks skipped.
   void step_int8(const std::vector<size_t>& indices, const KernelScalars<float>& args) const {
     const bool momentum = !momentum_buffers.empty();
+    const bool int8_momentum = !momentum_scales.empty();
+    const Buffer buffer = int8_momentum ? Buffer::kInt8 : momentum ? Buffer::kParam : Buffer::kNone;
     Int8Table table;
     auto flush = [&]() {
       if (table.count > 0) {
-        launch_int8_step(table, args, param_dtype, momentum, device, stream);
+        launch_int8_step(table, args, param_dtype, buffer, device, stream);
       }
       table.count = 0;
     };
@@ -132,6 +135,7 @@ struct Launcher {
       table.even_scales[t] = delta_even_scales[i].data_ptr<float>();
       table.odd_scales[t] = delta_odd_scales[i].data_ptr<float>();
       table.momentum[t] = momentum ? momentum_buffers[i].data_ptr() : nullptr;
+      table.momentum_scales[t] = int8_momentum ? momentum_scales[i].data_ptr<float>() : nullptr;
       table.steps[t] = args.counts_on_device ? steps[i].data_ptr<int64_t>() : nullptr;
       table.per_row[t] = rows.per_row;
       table.blocks[t] = blocks;
@@ -244,8 +248,6 @@ void step_typed(const Launcher& launcher, bool counts_on_host, const StepArgumen
 
 void step_cuda(const StepArguments& a) {
   const CheckedCall checked = check_step_arguments(a);
-  TORCH_CHECK(a.momentum_scales.empty(), "tmsgd_step: the CUDA kernel does not implement an ",
-              "8-bit momentum buffer yet (momentum_dtype=torch.int8); use backend=\"torch\"");
   if (a.params.empty()) {
     return;
   }
@@ -260,6 +262,7 @@ void step_cuda(const StepArguments& a) {
                           a.delta_even_scales,
                           a.delta_odd_scales,
                           a.momentum_buffers,
+                          a.momentum_scales,
                           a.steps,
                           to_dtype(a.params[0].scalar_type()),
                           int8_history ? Dtype::kFloat : to_dtype(a.delta_even[0].scalar_type()),

@@ -52,8 +52,9 @@ static_assert(sizeof(CudaTable) + sizeof(KernelScalars<double>) <= 4096,
 // in memory) are cut into blocks of kInt8Block elements, the last one of a row possibly short,
 // with one fp32 scale per block in each slot. One warp steps one block (kInt8Block / 32 elements
 // per lane) and finds its absmax by warp shuffles; a CUDA block steps a chunk of
-// kInt8BlocksPerChunk blocks. Per tensor the table also holds both slots' scales, the row length
-// and the number of blocks: 8 + 40 * 88 = 3528 bytes, 3640 with KernelScalars<double>.
+// kInt8BlocksPerChunk blocks. Per tensor the table also holds both slots' scales, an 8-bit
+// momentum buffer's scales, the row length and the number of blocks: 8 + 40 * 96 = 3848 bytes,
+// 3960 with KernelScalars<double>.
 constexpr int kMaxInt8Tensors = 40;
 constexpr int64_t kInt8Block = 256;
 constexpr int64_t kInt8BlocksPerChunk = 64;
@@ -66,7 +67,8 @@ struct Int8Table {
   void* delta_odd[kMaxInt8Tensors];
   float* even_scales[kMaxInt8Tensors];  // (rows, blocks per row), row-major
   float* odd_scales[kMaxInt8Tensors];
-  void* momentum[kMaxInt8Tensors];
+  void* momentum[kMaxInt8Tensors];         // param dtype, or int8 codes (Buffer::kInt8)
+  float* momentum_scales[kMaxInt8Tensors];  // int8 codes' scales, laid out like even_scales
   const int64_t* steps[kMaxInt8Tensors];
   int64_t per_row[kMaxInt8Tensors];    // elements per row
   int64_t blocks[kMaxInt8Tensors];     // rows * blocks per row
@@ -111,8 +113,12 @@ struct KernelResources {
 };
 KernelResources step_kernel_resources(Dtype param, Dtype history, bool momentum);
 void launch_increment(const CountTable& table, const float* found_inf, void* stream);
+// The momentum buffer of an 8-bit history launch: none, in the param dtype, or int8 codes with
+// block scales like the history's (momentum_dtype=torch.int8).
+enum class Buffer { kNone, kParam, kInt8 };
+
 // The 8-bit history step (fp32, fp16 and bf16 params: float opmath only).
 void launch_int8_step(const Int8Table& table, const KernelScalars<float>& args, Dtype param,
-                      bool momentum, const Device& device, void* stream);
+                      Buffer buffer, const Device& device, void* stream);
 
 }  // namespace tmsgd::cuda

@@ -4,7 +4,9 @@ cuda-emulated-host and cuda-emulated-device implementations against the float64 
 for bit, against the CPU kernel): the launches the host code makes (one per table of 60 tensors,
 a count launch per 480 counts, grids sized from the multiprocessors), results that do not depend
 on the order of the blocks or the size of the grid, scalars on the CPU, the device guard, and the
-emulation's own premise, that a kernel whose threads share memory does not compile."""
+emulation's own premise, that a kernel whose threads share memory does not compile; and the
+8-bit momentum buffer (momentum_dtype=torch.int8) bit for bit against tests/kernel_order_step.py
+with blocks in any order, zero blocks, channels_last params and more tensors than one table."""
 
 from __future__ import annotations
 
@@ -16,7 +18,14 @@ from pathlib import Path
 import cuda_emulation
 import pytest
 import torch
-from kernel_contract import BY_NAME, Run, assert_bitwise_equal, random_params
+from kernel_contract import (
+    BY_NAME,
+    KERNEL_ORDER,
+    Run,
+    assert_bitwise_equal,
+    random,
+    random_params,
+)
 
 pytestmark = pytest.mark.skipif(cuda_emulation.unavailable_reason() is not None,
                                 reason=f"host emulation: {cuda_emulation.unavailable_reason()}")
@@ -165,6 +174,73 @@ def test_params_on_another_device_launch_there(implementation):
     run.step()
     launches = cuda_emulation.take_launches()
     assert launches and all(launch.device == 1 and launch.current_stream for launch in launches)
+
+
+# ------------------------------------------------------------- 8-bit history and momentum buffer
+
+# Rows with a short last block, of exactly one block, shorter than a block, one long row, one
+# element per row, no rows; an all-zero param (below); a channels_last param (below).
+INT8_MOMENTUM_SHAPES = [(3, 300), (5, 256), (64, 128), (1, 4097), (7, 1), (0, 300), (4, 300)]
+INT8_MOMENTUM_OPTIONS = dict(momentum=0.9, dampening=0.1, nesterov=True, weight_decay=1e-2,
+                             switch_step=2)
+
+
+def int8_momentum_pair(implementation, params, counts, **options) -> tuple[Run, Run]:
+    """Runs with 8-bit history and buffers of the emulated kernel and of kernel_order_step (a
+    param at count 0 starts with NaN buffer scales, which its first step must not read)."""
+    return tuple(Run(i, [p.clone() for p in params], torch.int8, momentum_dtype=torch.int8,
+                     counts=counts, **options) for i in (implementation, KERNEL_ORDER))
+
+
+def step_int8_pair(runs: tuple[Run, Run], grads, indices=None, grad_scale=None,
+                   found_inf=None) -> None:
+    for run in runs:
+        run.step(indices, grads=grads, grad_scale=grad_scale, found_inf=found_inf, check=False)
+    assert_bitwise_equal(*runs, "8-bit history and buffers")
+
+
+@pytest.mark.parametrize("multiprocessors", [1, 132])
+@pytest.mark.parametrize("order, seed", [("reversed", 1), ("shuffled", 7)],
+                         ids=["reversed", "shuffled"])
+@MODES
+def test_int8_momentum_blocks_in_any_order(implementation, order, seed, multiprocessors):
+    """Both encodings per block (d_new and the new buffer, one warp each, absmax by shuffles)
+    give kernel_order_step's codes, scales, params and counts whatever the order of the blocks
+    and the size of the grid: counts 0 to 6 in one call (first momentum step, warm-up, both
+    slots), an all-zero param (zero blocks: scale 0, codes 0), a channels_last param with a
+    non-dense grad, a grad scale and a skipped step."""
+    generator = torch.Generator().manual_seed(3)
+    params = random_params(INT8_MOMENTUM_SHAPES, torch.float32)
+    params[-1].zero_()
+    params.append(random((3, 64, 3, 3), torch.float32, generator, torch.device("cpu"))
+                  .to(memory_format=torch.channels_last))
+    runs = int8_momentum_pair(implementation, params, counts=[0, 1, 2, 3, 4, 5, 6, 0],
+                              **INT8_MOMENTUM_OPTIONS)
+    for k in range(4):
+        grads = runs[0].grads(scale=4.0)
+        grads[-2].zero_()
+        grads[-1] = random((3, 64, 3, 6), torch.float32, generator, torch.device("cpu"))[..., ::2]
+        with cuda_emulation.configured(multiprocessors, order, seed):
+            step_int8_pair(runs, grads, grad_scale=torch.tensor(4.0),
+                           found_inf=torch.tensor(float(k == 1)))
+    zero = INT8_MOMENTUM_SHAPES.index((4, 300))
+    assert runs[0].momentum_scales[zero].eq(0).all() and runs[0].momentum_buffers[zero].eq(0).all()
+    assert runs[0].momentum_scales[0].gt(0).all(), "a buffer with values has positive scales"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@MODES
+def test_int8_momentum_many_tensors_and_16_bit_params(implementation, dtype):
+    """More tensors than two tables of the 8-bit kernel (40 each), some without blocks, stepped
+    in subsets so that counts differ within calls, 16-bit params, no dampening."""
+    generator = torch.Generator().manual_seed(9)
+    rows = torch.randint(0, 5, (90,), generator=generator).tolist()
+    per_row = torch.randint(1, 700, (90,), generator=generator).tolist()
+    params = random_params(list(zip(rows, per_row)), dtype)
+    runs = int8_momentum_pair(implementation, params, counts=[i % 3 for i in range(90)],
+                              momentum=0.8, switch_step=1)
+    for indices in (None, list(range(0, 90, 4)), None):
+        step_int8_pair(runs, runs[0].grads(indices), indices)
 
 
 # What a kernel must not use for a sequential run of its threads to be exact, and a kernel that
