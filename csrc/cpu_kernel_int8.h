@@ -1,12 +1,19 @@
 // The CPU kernel with an 8-bit history (tmsgd_kernels/int8_history.py), compiled once per CPU
-// capability as the end of cpu_kernel_impl.h. One memory pass: per block of 256 elements of a row
-// it decodes both slots' codes into fp32 (code * scale), runs the float kernel's step_span on the
-// block with fp32 history in L1-resident buffers (so d_new is the float kernel's, bit for bit),
-// and encodes d_new over the d2 slot as the reference encoder does. at::parallel_for splits the
-// call's blocks, never a block, among threads.
+// capability as the end of cpu_kernel_impl.h. Per block of 256 elements of a row, one loop reads
+// the param, gradient, buffer and both slots' codes, decodes the codes in registers
+// (code * scale), runs the float kernel's tmsgd_update on them (so d_new is the float kernel's,
+// bit for bit), writes the param and buffer, and keeps d_new (1 KB, L1) and its absmax. The
+// codes of d_new need the block's scale, so they are written by the next block's loop (its
+// divisions then overlap that block's loads and arithmetic), or alone after a short block.
+// at::parallel_for splits the call's blocks, never a block, among threads.
+//
+// Speed (bench/int8_cpu_speed.py): the step is bound by memory where the machine's bandwidth is
+// low and by the instructions per element where it is high; the loop therefore converts codes
+// with one widening load, keeps the absmax as an integer maximum and drops the scalar tests.
 
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
+#include <c10/util/bit_cast.h>
 
 #include <algorithm>
 #include <cfloat>
@@ -22,72 +29,228 @@ namespace tmsgd::cpu::CPU_CAPABILITY {
 constexpr int64_t kInt8Block = 256;
 constexpr float kCodeMax = 127.0f;
 
-// The fp32 values n codes stand for: code * scale, rounded once.
-inline void decode_block(const int8_t* codes, float scale, int64_t n, float* out) {
-  for (int64_t i = 0; i < n; ++i) {
-    out[i] = static_cast<float>(codes[i]) * scale;
+// Vectorized<float>::size() codes as fp32 (exact: |code| <= 127). AVX2 and AVX512 widen the
+// bytes with one sign extension and one conversion; elsewhere element by element.
+inline Vectorized<float> load_codes(const int8_t* codes) {
+#if defined(CPU_CAPABILITY_AVX512)
+  return _mm512_cvtepi32_ps(
+      _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes))));
+#elif defined(CPU_CAPABILITY_AVX2)
+  return _mm256_cvtepi32_ps(
+      _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes))));
+#else
+  alignas(64) float values[Vectorized<float>::size()];
+  for (int64_t i = 0; i < Vectorized<float>::size(); ++i) {
+    values[i] = static_cast<float>(codes[i]);
   }
+  return Vectorized<float>::loadu(values);
+#endif
 }
 
-// The largest magnitude of n values; NaN if one is NaN, as torch.amax, so that a non-finite
-// block gets a non-finite scale and decodes to non-finite values. Four independent maxima: one
-// chain of dependent maxima cost about a tenth of the whole step (perf, AVX512 copy).
-inline float absmax_of(const float* values, int64_t n) {
-  using Vec = Vectorized<float>;
-  constexpr int64_t kLanes = Vec::size();
-  Vec m0(0.0f), m1(0.0f), m2(0.0f), m3(0.0f);
-  int64_t i = 0;
-  for (; i + 4 * kLanes <= n; i += 4 * kLanes) {
-    m0 = at::vec::maximum(m0, Vec::loadu(values + i).abs());
-    m1 = at::vec::maximum(m1, Vec::loadu(values + i + kLanes).abs());
-    m2 = at::vec::maximum(m2, Vec::loadu(values + i + 2 * kLanes).abs());
-    m3 = at::vec::maximum(m3, Vec::loadu(values + i + 3 * kLanes).abs());
+// Stores ratios x / scale of a finite, positive scale as codes: round half to even (an explicit
+// rounding mode, not the MXCSR's), then clamp to [-127, 127], as the reference encoder. |ratio|
+// stays below 191 (|x| <= absmax and scale = absmax / 127 rounded once, at worst to a nearest
+// subnormal), so the conversion to int32 never overflows, and every code fits an int8.
+inline void store_codes(const Vectorized<float>& ratio, int8_t* codes) {
+#if defined(CPU_CAPABILITY_AVX512)
+  const __m512i integers =
+      _mm512_cvt_roundps_epi32(ratio, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  // The narrowing saturates at 127; the lower bound is -127, not -128.
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(codes),
+                   _mm512_cvtsepi32_epi8(_mm512_max_epi32(integers, _mm512_set1_epi32(-127))));
+#elif defined(CPU_CAPABILITY_AVX2)
+  const __m256i integers = _mm256_max_epi32(
+      _mm256_cvtps_epi32(_mm256_round_ps(ratio, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)),
+      _mm256_set1_epi32(-127));
+  // Both packs saturate: at 127 for the upper bound.
+  const __m128i shorts = _mm_packs_epi32(_mm256_castsi256_si128(integers),
+                                         _mm256_extracti128_si256(integers, 1));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(codes), _mm_packs_epi16(shorts, shorts));
+#else
+  alignas(64) float rounded[Vectorized<float>::size()];
+  // round(): half to even, as torch.round.
+  at::vec::clamp(ratio.round(), Vectorized<float>(-kCodeMax), Vectorized<float>(kCodeMax))
+      .store(rounded);
+  for (int64_t i = 0; i < Vectorized<float>::size(); ++i) {
+    codes[i] = static_cast<int8_t>(rounded[i]);
   }
-  for (; i + kLanes <= n; i += kLanes) {
-    m0 = at::vec::maximum(m0, Vec::loadu(values + i).abs());
-  }
-  alignas(64) float lanes[kLanes];
-  at::vec::maximum(at::vec::maximum(m0, m1), at::vec::maximum(m2, m3)).store(lanes);
-  float absmax = 0.0f;
-  bool nan = false;
-  for (const float lane : lanes) {
-    absmax = std::max(absmax, lane);
-    nan |= std::isnan(lane);
-  }
-  for (; i < n; ++i) {
-    const float magnitude = std::abs(values[i]);
-    absmax = std::max(absmax, magnitude);
-    nan |= std::isnan(magnitude);
-  }
-  return nan ? std::numeric_limits<float>::quiet_NaN() : absmax;
+#endif
 }
 
-// Stores n fp32 values as codes; returns their block's scale. scale = absmax / 127 (IEEE fp32
-// division), code = clamp(round_half_even(x / scale), -127, 127): the reference encoder's
-// operations, each rounded once, so the codes are its codes. An all-zero block (scale 0) and a
-// non-finite one (whose scale alone makes every decoded value non-finite) get zero codes.
-inline float encode_block(const float* values, int64_t n, int8_t* codes) {
-  using Vec = Vectorized<float>;
-  constexpr int64_t kLanes = Vec::size();
-  const float scale = absmax_of(values, n) / kCodeMax;
-  if (!(scale > 0.0f && scale <= FLT_MAX)) {
+// The largest magnitude of a block's values, NaN if one is NaN (as torch.amax), so that a
+// non-finite block gets a non-finite scale. Tracked on the magnitudes' bit patterns as unsigned
+// integers, whose order is the floats' for non-negative values and puts every NaN above inf: one
+// integer maximum per vector keeps the NaN, where a float maximum drops it unless it also
+// compares and merges.
+class BlockAbsmax {
+ public:
+  void add(const Vectorized<float>& values) {
+#if defined(CPU_CAPABILITY_AVX512)
+    lanes_ = _mm512_max_epu32(lanes_, _mm512_castps_si512(values.abs()));
+#elif defined(CPU_CAPABILITY_AVX2)
+    lanes_ = _mm256_max_epu32(lanes_, _mm256_castps_si256(values.abs()));
+#else
+    alignas(64) float magnitudes[Vectorized<float>::size()];
+    values.abs().store(magnitudes);
+    for (const float magnitude : magnitudes) {
+      add(magnitude);
+    }
+#endif
+  }
+  void add(float value) {
+    bits_ = std::max(bits_, c10::bit_cast<uint32_t>(std::abs(value)));
+  }
+  float value() const {
+    uint32_t bits = bits_;
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+    alignas(64) uint32_t lanes[Vectorized<float>::size()];
+#if defined(CPU_CAPABILITY_AVX512)
+    _mm512_store_si512(lanes, lanes_);
+#else
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), lanes_);
+#endif
+    for (const uint32_t lane : lanes) {
+      bits = std::max(bits, lane);
+    }
+#endif
+    return bits > kInfBits ? std::numeric_limits<float>::quiet_NaN()
+                           : c10::bit_cast<float>(bits);
+  }
+
+ private:
+  static constexpr uint32_t kInfBits = 0x7f800000u;
+#if defined(CPU_CAPABILITY_AVX512)
+  __m512i lanes_ = _mm512_setzero_si512();
+#elif defined(CPU_CAPABILITY_AVX2)
+  __m256i lanes_ = _mm256_setzero_si256();
+#endif
+  uint32_t bits_ = 0;
+};
+
+// A block's n new values (fp32, in L1) waiting to be stored as codes: scale = absmax / 127 (IEEE
+// fp32 division), code = clamp(round_half_even(x / scale), -127, 127) with a true division
+// (x * (1 / scale) rounds differently): the reference encoder's operations, each rounded once.
+// A block whose scale is 0 (all zeros) or not finite (a NaN or inf, which the scale alone keeps
+// in the decoded values) gets zero codes.
+struct PendingBlock {
+  const float* values = nullptr;
+  int8_t* codes = nullptr;
+  int64_t n = 0;
+  float scale = 0.0f;
+
+  // Sets the scale from the absmax and writes it; true when the codes still need the divisions
+  // (zero codes are written here).
+  bool start(float absmax, float* scale_out) {
+    scale = absmax / kCodeMax;
+    *scale_out = scale;
+    if (scale > 0.0f && scale <= FLT_MAX) {
+      return true;
+    }
     std::fill(codes, codes + n, int8_t(0));
-    return scale;
+    return false;
   }
-  alignas(64) float rounded[kInt8Block];
-  const Vec divisor(scale), low(-kCodeMax), high(kCodeMax);
+
+  // Codes [i, i + Vectorized<float>::size()).
+  void encode_vector(int64_t i) const {
+    store_codes(Vectorized<float>::loadu(values + i) / Vectorized<float>(scale), codes + i);
+  }
+
+  void encode_all() const {
+    int64_t i = 0;
+    for (; i + Vectorized<float>::size() <= n; i += Vectorized<float>::size()) {
+      encode_vector(i);
+    }
+    for (; i < n; ++i) {
+      codes[i] = static_cast<int8_t>(
+          std::min(std::max(std::nearbyint(values[i] / scale), -kCodeMax), kCodeMax));
+    }
+  }
+};
+
+// Steps the n <= 256 elements of one block: param w, gradient g, buffer buf, d2's codes (read,
+// then overwritten with d_new's, later) and d1's. d_new lands in `d_new`; returns its absmax.
+// The operations are step_span's (the same tmsgd_update on the same vectors and tail), only the
+// history is decoded in registers instead of loaded. With kEncodePrevious (both blocks whole)
+// the loop also encodes the previous block, so that its divisions overlap this block's loads
+// and arithmetic instead of running alone.
+template <typename P, bool kMomentum, bool kEncodePrevious>
+C10_ALWAYS_INLINE float step_block(P* w, const P* g, const int8_t* codes2, float scale2,
+                                   const int8_t* codes1, float scale1, P* buf, int64_t n,
+                                   const UpdateScalars<float>& s, float* d_new,
+                                   const PendingBlock& previous) {
+  using Vec = Vectorized<float>;
+  constexpr int64_t kLanes = Vec::size();
+  constexpr int64_t kStep = 2 * kLanes;
+  const Vec zero(0.0f), s1(scale1), s2(scale2);
+  BlockAbsmax absmax;
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    // round(): round half to even (the default rounding mode), as torch.round.
-    at::vec::clamp((Vec::loadu(values + i) / divisor).round(), low, high).store(rounded + i);
+  for (; i + kStep <= n; i += kStep) {
+    Vec w0, w1, g0, g1;
+    Vec a0 = zero, a1 = zero, b0 = zero, b1 = zero, m0 = zero, m1 = zero;
+    load2(w + i, w0, w1);
+    load2(g + i, g0, g1);
+    if (s.multistep) {  // the warm-up never reads the history
+      a0 = load_codes(codes1 + i) * s1;
+      a1 = load_codes(codes1 + i + kLanes) * s1;
+      b0 = load_codes(codes2 + i) * s2;
+      b1 = load_codes(codes2 + i + kLanes) * s2;
+    }
+    if constexpr (kMomentum) {
+      if (!s.first) {  // the first step assigns the buffer without reading it
+        load2(buf + i, m0, m1);
+      }
+    }
+    const Vec n0 = tmsgd_update<kMomentum>(w0, g0, a0, b0, m0, s);
+    const Vec n1 = tmsgd_update<kMomentum>(w1, g1, a1, b1, m1, s);
+    store2(w + i, w0, w1);
+    if constexpr (kMomentum) {
+      store2(buf + i, m0, m1);
+    }
+    n0.store(d_new + i);
+    n1.store(d_new + i + kLanes);
+    absmax.add(n0);
+    absmax.add(n1);
+    if constexpr (kEncodePrevious) {
+      previous.encode_vector(i);
+      previous.encode_vector(i + kLanes);
+    }
   }
-  for (; i < n; ++i) {
-    rounded[i] = std::min(std::max(std::nearbyint(values[i] / scale), -kCodeMax), kCodeMax);
+  for (; i < n; ++i) {  // a short block's last elements, as step_element steps them
+    float wi = static_cast<float>(w[i]);
+    float mi = kMomentum && !s.first ? static_cast<float>(buf[i]) : 0.0f;
+    const float a = s.multistep ? static_cast<float>(codes1[i]) * scale1 : 0.0f;
+    const float b = s.multistep ? static_cast<float>(codes2[i]) * scale2 : 0.0f;
+    d_new[i] = tmsgd_update<kMomentum>(wi, static_cast<float>(g[i]), a, b, mi, s);
+    w[i] = static_cast<P>(wi);
+    if constexpr (kMomentum) {
+      buf[i] = static_cast<P>(mi);
+    }
+    absmax.add(d_new[i]);
   }
-  for (i = 0; i < n; ++i) {
-    codes[i] = static_cast<int8_t>(rounded[i]);  // integral, within [-127, 127]: exact
+  return absmax.value();
+}
+
+// step_block with the scalars in a local copy, which the stores cannot alias. The usual call (no
+// grad scale, maximize, weight decay or nesterov, past the warm-up) gets a copy whose flags are
+// constants, so that the compiler drops their tests from the loop; its values are the call's, so
+// the arithmetic is the same.
+template <typename P, bool kMomentum, bool kEncodePrevious>
+float step_block_dispatch(P* w, const P* g, const int8_t* codes2, float scale2,
+                          const int8_t* codes1, float scale1, P* buf, int64_t n,
+                          const UpdateScalars<float>& scalars, float* d_new,
+                          const PendingBlock& previous) {
+  UpdateScalars<float> s = scalars;
+  if (!s.has_scale && !s.maximize && s.weight_decay == 0.0f && !s.nesterov && s.multistep) {
+    s.has_scale = false;
+    s.maximize = false;
+    s.weight_decay = 0.0f;
+    s.nesterov = false;
+    s.multistep = true;
+    return step_block<P, kMomentum, kEncodePrevious>(w, g, codes2, scale2, codes1, scale1, buf,
+                                                     n, s, d_new, previous);
   }
-  return scale;
+  return step_block<P, kMomentum, kEncodePrevious>(w, g, codes2, scale2, codes1, scale1, buf, n,
+                                                   s, d_new, previous);
 }
 
 template <typename P, bool kMomentum>
@@ -95,8 +258,10 @@ void step_int8_typed(const CpuCall<float>& call) {
   const int64_t* offsets = call.offsets;
   // kGrain elements per task, in whole blocks.
   at::parallel_for(0, offsets[call.count], kGrain / kInt8Block, [&](int64_t begin, int64_t end) {
-    alignas(64) float d1[kInt8Block];
-    alignas(64) float d2[kInt8Block];  // d2 decoded, then d_new
+    // d_new of the block being stepped and of the one before, whose codes wait for its scale.
+    alignas(64) float values[2][kInt8Block];
+    PendingBlock previous;
+    bool previous_pending = false;
     int64_t i = std::upper_bound(offsets, offsets + call.count + 1, begin) - offsets - 1;
     for (; i < call.count && offsets[i] < end; ++i) {
       const int64_t lo = std::max(begin, offsets[i]) - offsets[i];
@@ -105,25 +270,47 @@ void step_int8_typed(const CpuCall<float>& call) {
         continue;  // params without blocks
       }
       const CpuTensor<float>& t = call.tensors[i];
-      const UpdateScalars<float>& s = t.scalars;
       const int64_t blocks_per_row = (t.per_row + kInt8Block - 1) / kInt8Block;
+      // Block b is block `b % blocks_per_row` of row `b / blocks_per_row`; its scale is entry b
+      // of the row-major (rows, blocks_per_row) scales. Rows advance without a division.
+      int64_t row = lo / blocks_per_row;
+      int64_t in_row = (lo - row * blocks_per_row) * kInt8Block;
       for (int64_t b = lo; b < hi; ++b) {
-        // Block b is block `b % blocks_per_row` of row `b / blocks_per_row`; its scale is
-        // entry b of the row-major (rows, blocks_per_row) scales.
-        const int64_t row = b / blocks_per_row;
-        const int64_t in_row = (b - row * blocks_per_row) * kInt8Block;
         const int64_t start = row * t.per_row + in_row;
-        const int64_t n = std::min(kInt8Block, t.per_row - in_row);
-        int8_t* codes = static_cast<int8_t*>(t.d2) + start;
-        if (s.multistep) {  // the warm-up never reads the history
-          decode_block(static_cast<const int8_t*>(t.d1) + start, t.d1_scales[b], n, d1);
-          decode_block(codes, t.d2_scales[b], n, d2);
+        PendingBlock current;
+        current.values = values[b % 2];
+        current.codes = static_cast<int8_t*>(t.d2) + start;
+        current.n = std::min(kInt8Block, t.per_row - in_row);
+        P* param = static_cast<P*>(t.param) + start;
+        const P* grad = static_cast<const P*>(t.grad) + start;
+        const int8_t* codes1 = static_cast<const int8_t*>(t.d1) + start;
+        P* buf = kMomentum ? static_cast<P*>(t.momentum) + start : nullptr;
+        float* d_new = values[b % 2];
+        float absmax;
+        if (previous_pending && previous.n == kInt8Block && current.n == kInt8Block) {
+          absmax = step_block_dispatch<P, kMomentum, true>(
+              param, grad, current.codes, t.d2_scales[b], codes1, t.d1_scales[b], buf,
+              current.n, t.scalars, d_new, previous);
+        } else {
+          if (previous_pending) {
+            previous.encode_all();
+          }
+          absmax = step_block_dispatch<P, kMomentum, false>(
+              param, grad, current.codes, t.d2_scales[b], codes1, t.d1_scales[b], buf,
+              current.n, t.scalars, d_new, previous);
         }
-        step_span<P, float, kMomentum, true>(
-            static_cast<P*>(t.param) + start, static_cast<const P*>(t.grad) + start, d2, d1,
-            kMomentum ? static_cast<P*>(t.momentum) + start : nullptr, n, s);
-        t.d2_scales[b] = encode_block(d2, n, codes);
+        // This block's d2 codes are read; its scale and codes may now change.
+        previous = current;
+        previous_pending = previous.start(absmax, &t.d2_scales[b]);
+        in_row += kInt8Block;
+        if (in_row >= t.per_row) {
+          in_row = 0;
+          ++row;
+        }
       }
+    }
+    if (previous_pending) {
+      previous.encode_all();
     }
   });
 }
