@@ -29,6 +29,7 @@ import torch.distributed.checkpoint as dcp
 from distributed_workers import HALF, OPTIONS, STEPS, snapshot
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
     set_model_state_dict,
@@ -150,50 +151,94 @@ def restore(model, optimizer, path: Path) -> None:
     set_optimizer_state_dict(model, optimizer, state["optim"])
 
 
-def fsdp2_runs(rank: int, world_size: int, folder: Path, config: str) -> dict:
-    """Four trainings on this rank:
-    - all steps, momentum turned on half way (`late`: whole tensors, and the state's layout);
-    - all steps, momentum from the start (`uninterrupted`: this rank's shards, and whole);
-    - half the steps, a distributed checkpoint (`saved`: whole tensors at that point; the files
-      in folder/checkpoint for one process to load), a restore into a model and optimizer built
-      afresh with other weights, the other half (`resumed`: this rank's shards);
-    - a restore of the checkpoint one process saved after half the steps in
-      folder/one_process (`loaded`, with its layout), the other half (`continued`)."""
-    data = batches()
+def _fsdp2_trainings(rank: int, world_size: int, config: str) -> dict:
+    """All steps with momentum turned on half way (`late`: whole tensors and the state's
+    layout), and with momentum from the start (`uninterrupted`: this rank's shards, and
+    `uninterrupted_full`)."""
     model, optimizer = fsdp2_model_and_optimizer(config)
-    train(model, optimizer, data, rank, world_size, late_momentum=True)
+    train(model, optimizer, batches(), rank, world_size, late_momentum=True)
     late = {"layout": state_layout(model, optimizer), "full": snapshot(model, optimizer)}
-
     model, optimizer = fsdp2_model_and_optimizer(config)
-    train(model, optimizer, data, rank, world_size)
-    uninterrupted = snapshot(model, optimizer, gather=False)
-    uninterrupted_full = snapshot(model, optimizer)
+    train(model, optimizer, batches(), rank, world_size)
+    return {"late": late, "uninterrupted": snapshot(model, optimizer, gather=False),
+            "uninterrupted_full": snapshot(model, optimizer)}
 
+
+def gathered_state(model: nn.Module, optimizer: TMSGD, config: str) -> dict:
+    """The gathered optimizer state dict (get_optimizer_state_dict with full_state_dict=True:
+    `full_state`), and the state it gives another fresh model and optimizer through
+    set_optimizer_state_dict (`full_state_loaded`); or the error the gathering raised
+    (`full_state_error`: torch refuses the torch.dtype values in TMSGD's param groups, see
+    test_distributed_int8's xfail)."""
+    whole = StateDictOptions(full_state_dict=True)
+    try:
+        # A copy: it holds the live counts, which later steps advance.
+        full_state = copy.deepcopy(get_optimizer_state_dict(model, optimizer, options=whole))
+    except ValueError as error:
+        return {"full_state_error": str(error)}
+    other, other_optimizer = fsdp2_model_and_optimizer(config, seed=123)
+    set_model_state_dict(other, get_model_state_dict(model, options=whole), options=whole)
+    set_optimizer_state_dict(other, other_optimizer, full_state, options=whole)
+    return {"full_state": full_state, "full_state_loaded": snapshot(other, other_optimizer)}
+
+
+def _fsdp2_checkpoints(rank: int, world_size: int, folder: Path, config: str) -> dict:
+    """Half the steps (`saved`: the state then, whole), then its gathered_state, and a
+    distributed checkpoint in folder/checkpoint (for one process to load too) restored into a
+    model and optimizer built afresh with other weights, the other half (`resumed`: this rank's
+    shards)."""
+    data = batches()
     model, optimizer = fsdp2_model_and_optimizer(config)
     train(model, optimizer, data[:HALF], rank, world_size)
     dcp.save(_checkpoint(model, optimizer), checkpoint_id=str(folder / "checkpoint"))
-    saved = snapshot(model, optimizer)
+    result = {"saved": snapshot(model, optimizer), **gathered_state(model, optimizer, config)}
     model, optimizer = fsdp2_model_and_optimizer(config, seed=123)
     restore(model, optimizer, folder / "checkpoint")
     train(model, optimizer, data[HALF:], rank, world_size)
-    resumed = snapshot(model, optimizer, gather=False)
+    return {**result, "resumed": snapshot(model, optimizer, gather=False)}
 
+
+def _fsdp2_one_process_loads(rank: int, world_size: int, folder: Path, config: str) -> dict:
+    """What one process saved after half the steps (save_one_process_checkpoint):
+    - its distributed checkpoint restored (`loaded`: whole tensors and layout), the other half
+      (`continued`);
+    - its plain optimizer.state_dict() loaded with load_state_dict, each rank keeping its own
+      rows (`plain_loaded`);
+    - this rank's DTensor state offered to a plain-param optimizer (`refusal`: the error)."""
     model, optimizer = fsdp2_model_and_optimizer(config, seed=123)
     restore(model, optimizer, folder / "one_process")
     loaded = {"layout": state_layout(model, optimizer), "full": snapshot(model, optimizer)}
-    train(model, optimizer, data[HALF:], rank, world_size)
-    return {"late": late, "uninterrupted": uninterrupted, "uninterrupted_full": uninterrupted_full,
-            "saved": saved, "resumed": resumed, "loaded": loaded,
+    other, other_optimizer = fsdp2_model_and_optimizer(config, seed=123)
+    other_optimizer.load_state_dict(torch.load(folder / "one_process_optimizer.pt"))
+    plain_loaded = {"layout": state_layout(other, other_optimizer),
+                    "full": snapshot(other, other_optimizer)}
+    plain = make_model()
+    try:
+        make_optimizer(plain.parameters(), config).load_state_dict(optimizer.state_dict())
+        refusal = None
+    except ValueError as error:
+        refusal = str(error)
+    train(model, optimizer, batches()[HALF:], rank, world_size)
+    return {"loaded": loaded, "plain_loaded": plain_loaded, "refusal": refusal,
             "continued": snapshot(model, optimizer)}
 
 
+def fsdp2_runs(rank: int, world_size: int, folder: Path, config: str) -> dict:
+    """Every FSDP2 run of one configuration on this rank (one spawn of the ranks for all)."""
+    return {**_fsdp2_trainings(rank, world_size, config),
+            **_fsdp2_checkpoints(rank, world_size, folder, config),
+            **_fsdp2_one_process_loads(rank, world_size, folder, config)}
+
+
 def save_one_process_checkpoint(config: str, folder: Path) -> dict:
-    """Half the steps in one process, saved with torch.distributed.checkpoint to
-    folder/one_process for fsdp2_runs to load; returns the state saved (whole tensors)."""
+    """Half the steps in one process, saved for fsdp2_runs to load: with
+    torch.distributed.checkpoint to folder/one_process, and its optimizer.state_dict() to
+    folder/one_process_optimizer.pt; returns the state saved (whole tensors)."""
     model, optimizer = single_process(config, batches()[:HALF])
     dcp.save({"model": get_model_state_dict(model),
               "optim": get_optimizer_state_dict(model, optimizer)},
              checkpoint_id=str(folder / "one_process"))
+    torch.save(optimizer.state_dict(), folder / "one_process_optimizer.pt")
     return snapshot(model, optimizer)
 
 
