@@ -9,10 +9,11 @@ and with the launches' compile options, and the result is read back:
 - no fused multiply-add, and a correctly rounded division by grad_scale (the C++ and CUDA
   kernels contract nothing either, and divide with IEEE rounding);
 - with an 8-bit history (int8 codes, quantized_update.py): the same for the param, grad and
-  buffer streams and 8-byte vectors for the codes where the rows are whole blocks (the flat
-  range and the table's aligned launch), no vectors where they are addressed row by row; the
-  encoder's divisions correctly rounded, and its round-half-even addition and subtraction of
-  1.5 * 2**23 both kept for every element (no compiler folded them away).
+  buffer streams and 8-byte vectors for the codes (an 8-bit buffer's too) where the rows are
+  whole blocks (the flat range and the table's aligned launch), no vectors where they are
+  addressed row by row; the encoder's divisions correctly rounded, and its round-half-even
+  addition and subtraction of 1.5 * 2**23 both kept for every element (no compiler folded them
+  away).
 
 The test re-runs this file as a script with TRITON_INTERPRET unset, because kernels defined
 under the interpreter cannot be compiled.
@@ -35,8 +36,8 @@ SCALARS = {"count": "i64", "lr": "fp64", "lr_tensor_ptr": "*fp32", "grad_scale":
 # (param, history, momentum): the common cases and the widest and narrowest element types.
 CASES = [("fp32", "fp32", False), ("fp32", "fp32", True), ("bf16", "fp32", True),
          ("bf16", "bf16", True), ("fp64", "fp64", True)]
-# (param, momentum) with an 8-bit history.
-INT8_CASES = [("fp32", False), ("fp32", True), ("bf16", True)]
+# (param, momentum) with an 8-bit history; momentum "int8": an 8-bit buffer too.
+INT8_CASES = [("fp32", False), ("fp32", True), ("bf16", True), ("fp32", "int8"), ("bf16", "int8")]
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp64": 8}
 VECTOR = re.compile(r"\b(ld|st)\.global(?:\.[\w:]+)*\.(?:v4\.b32|v2\.b64)\b")
 VECTOR_8B = re.compile(r"\b(ld|st)\.global(?:\.[\w:]+)*\.v2\.b32\b")
@@ -92,21 +93,24 @@ def _compile_all() -> dict:
                 "rounder": sum(ptx.count(f"{c};") for c in ROUNDER)}
 
     def flags(param, momentum):
-        return dict(HAS_MOMENTUM=momentum, NESTEROV=False, MAXIMIZE=False,
+        return dict(HAS_MOMENTUM=bool(momentum), MOMENTUM_CODES=momentum == "int8",
+                    NESTEROV=False, MAXIMIZE=False,
                     HAS_WEIGHT_DECAY=True, LR_ON_DEVICE=True, HAS_GRAD_SCALE=True,
                     GRAD_SCALE_ON_DEVICE=True,
                     COMPUTE=tl.float64 if param == "fp64" else tl.float32)
 
-    def signature(param, history, table):
-        # What the launches pass: the table variant gets the table for the seven pointers it
+    def signature(param, history, table, momentum=False):
+        # What the launches pass: the table variant gets the table for the eight pointers it
         # does not use, the flat variant its param for the table (and for the scales with a
-        # float history).
+        # float history, and the buffer's scales without an 8-bit buffer).
         stream = "*i64" if table else f"*{param}"
         scales = "*i64" if table else ("*fp32" if history == "i8" else f"*{param}")
+        codes = momentum == "int8" and not table
         return dict(SCALARS, table_ptr="*i64" if table else f"*{param}", map_start="i32",
                     param_ptr=stream, grad_ptr=stream, d1_ptr="*i64" if table else f"*{history}",
                     d2_ptr="*i64" if table else f"*{history}", s1_ptr=scales, s2_ptr=scales,
-                    momentum_ptr=stream, numel="i64")
+                    momentum_ptr="*i8" if codes else stream,
+                    momentum_scales_ptr="*fp32" if codes else stream, numel="i64")
 
     def table(param, history, momentum, block, warps, aligned=True, on_device=True):
         return build(tmsgd_step_kernel, signature(param, history, True),
@@ -132,7 +136,7 @@ def _compile_all() -> dict:
             results[f"table {case}"] = table(param, "i8", momentum, block, warps)
             results[f"rows {case}"] = table(param, "i8", momentum, block, warps, aligned=False)
             results[f"flat {case}"] = build(
-                tmsgd_step_kernel, signature(param, "i8", False),
+                tmsgd_step_kernel, signature(param, "i8", False, momentum),
                 dict(flags(param, momentum), HAS_FOUND_INF=False, BLOCK=block, TABLE=False,
                      PARAM_DTYPE=types[param], HISTORY_DTYPE=tl.int8, COUNTS_ON_DEVICE=False,
                      ALIGNED=False), warps)
@@ -230,7 +234,10 @@ def test_full_blocks_move_16_byte_vectors_with_the_cpu_kernels_arithmetic(compil
 # sm_90): rows of whole blocks (table, flat) 48-64, fp32 and bf16 params; row by row 92-128
 # (each block's row, column and length, in int64). No spills: with the codes computed before the
 # param was stored, 3.9.0 kept one register on the stack across the divisions' slow-path calls.
+# With an 8-bit buffer too (a second encoding, Triton 3.9.0): whole-block rows 54-63, row by row
+# 93-95 at the small config and 141-142 at the large one (one CTA of 256 threads per SM).
 INT8_REGISTER_BOUNDS = {"table": 72, "flat": 72, "rows": 136}
+INT8_BUFFER_REGISTER_BOUNDS = {"table": 72, "flat": 72, "rows": 152}
 
 
 @pytest.mark.parametrize("kernel", ["table", "flat", "rows"])
@@ -238,12 +245,15 @@ INT8_REGISTER_BOUNDS = {"table": 72, "flat": 72, "rows": 136}
 def test_int8_history_registers_vectors_and_arithmetic(compiled, kernel, case):
     """table: the aligned launch (whole-block rows), flat: a flattened range of such tensors,
     rows: the launch that addresses blocks row by row (rows with a short block, or misaligned
-    tensors): no vectors there, but the same arithmetic."""
+    tensors): no vectors there, but the same arithmetic. An 8-bit buffer (momentum "int8") is
+    loaded and stored as codes like a history slot and encoded by the same arithmetic."""
     param, momentum = case
+    codes = momentum == "int8"
+    bounds = INT8_BUFFER_REGISTER_BOUNDS if codes else INT8_REGISTER_BOUNDS
     for name in ("large", "small"):
         block, warps = compiled[f"rule {name}"]
         result = compiled[f"{kernel} {name} {param}/i8 momentum={momentum}"]
-        assert result["regs"] <= INT8_REGISTER_BOUNDS[kernel], (name, result)
+        assert result["regs"] <= bounds[kernel], (name, result)
         assert result["local"] == 0 and result["stack"] == 0, (name, result)
         elements = block // (32 * warps)
         vectors = (result["ld_16B"], result["st_16B"], result["ld_8B"], result["st_8B"])
@@ -251,14 +261,16 @@ def test_int8_history_registers_vectors_and_arithmetic(compiled, kernel, case):
             assert vectors == (0, 0, 0, 0), (name, result)
         else:
             p = _vectors_per_stream(block, warps, param)
-            extra = p if momentum else 0
+            extra = p if momentum is True else 0
             # 16 bytes: grad, param (+ buffer) loaded, param (+ buffer) stored; 8 bytes: the
-            # codes (one byte each) of both slots loaded and of the new slot stored.
-            assert vectors == (2 * p + extra, p + extra, 2 * elements // 8, elements // 8), \
-                (name, result)
+            # codes (one byte each) of both slots (+ an 8-bit buffer) loaded and of the new slot
+            # (+ the buffer) stored.
+            assert vectors == (2 * p + extra, p + extra, (2 + codes) * elements // 8,
+                               (1 + codes) * elements // 8), (name, result)
         assert result["fma"] == 0, (name, result)
         assert result["div_rn"] > 0 and result["div_approximate"] == 0, (name, result)
-        assert result["rounder"] == 2 * elements, (name, result)
+        # Both encodings (d_new and an 8-bit buffer) round every element of theirs.
+        assert result["rounder"] == 2 * elements * (1 + codes), (name, result)
 
 
 def test_list_starting_with_one_element_param_keeps_its_vectors(compiled):

@@ -4,7 +4,8 @@ the reference encoder's (int8_history.encode_into, which the torch step applies 
 params, momentum buffers and counts the torch step's. Host and device counts, the flat range and
 the pointer table (whole-block rows and rows with a short last block, rows of one block, rows
 shorter than a block, channels_last, many tensors), found_inf, the warm-up and mixed counts;
-bad arguments refused before anything changes.
+bad arguments refused before anything changes. 8-bit momentum buffers (momentum_dtype=torch.int8:
+codes and block scales like the history's) against kernel_order_step, bit for bit.
 
 Why power-of-two scalars: torch's CPU add with an alpha runs as one fused multiply-add (ATen's
 vectorized add is vec::fmadd), while the kernels round every product (no contraction, as the C++
@@ -70,8 +71,8 @@ class Pair:
 
     def __init__(self, params: list[torch.Tensor], mode: str, counts: list[int] | None = None,
                  seed: int = 0, lr: float = LR, lr_tensor: bool = False,
-                 coefficients: str = "paper",
-                 kernel_order: bool = False, **options) -> None:
+                 coefficients: str = "paper", kernel_order: bool = False,
+                 momentum_codes: bool = False, **options) -> None:
         self.mode, self.options, self.kernel_order = mode, options, kernel_order
         self.generator = torch.Generator().manual_seed(seed)
         self.lr = torch.tensor(lr, device=DEVICE) if lr_tensor else lr
@@ -88,10 +89,28 @@ class Pair:
                 int8_history.encode_into(self.random(p) * 0.01, codes[-1], scales[-1])
         buffers = [self.random(p) if c else torch.full_like(p, float("nan"))
                    for p, c in zip(params, counts)] if options.get("momentum") else []
+        buffer_scales = []
+        if momentum_codes:  # 8-bit buffers (momentum_dtype=torch.int8)
+            buffers, buffer_scales = self.buffer_codes(params, counts)
         counts_device = DEVICE if mode == "device" else torch.device("cpu")
         steps = [torch.tensor(c, dtype=torch.int64, device=counts_device) for c in counts]
-        self.torch_lists = [params, even, odd, even_scales, odd_scales, buffers, [], steps]
+        self.torch_lists = [params, even, odd, even_scales, odd_scales, buffers, buffer_scales,
+                            steps]
         self.triton_lists = [[t.clone() for t in tensors] for tensors in self.torch_lists]
+
+    def buffer_codes(self, params: list[torch.Tensor], counts: list[int]
+                     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """8-bit buffers: codes of random values, or, at count 0, random codes with NaN scales,
+        which a first step must not read."""
+        codes, scales = [], []
+        for p, c in zip(params, counts):
+            codes.append(torch.randint(-127, 128, p.shape, generator=self.generator,
+                                       dtype=torch.int8).to(DEVICE))
+            codes[-1] = torch.empty_like(p, dtype=torch.int8).copy_(codes[-1])
+            scales.append(scales_for(p).fill_(float("nan")))
+            if c:
+                int8_history.encode_into(self.random(p), codes[-1], scales[-1])
+        return codes, scales
 
     def random(self, like: torch.Tensor) -> torch.Tensor:
         """Random values laid out like `like` (the encoder reads values in their memory order)."""
@@ -246,12 +265,12 @@ def _flat(shapes, dtype, make) -> list[torch.Tensor]:
     return [view.view(s) for view, s in zip(buffer.split(sizes), shapes)]
 
 
-def _flat_pair(shapes, mode: str, momentum: float) -> Pair:
+def _flat_pair(shapes, mode: str, momentum: float, momentum_codes: bool = False) -> Pair:
     """A Pair whose every list lies back to back in one buffer per list, as flattened params
     give (scales too)."""
-    pair = Pair(params_of(shapes), mode, momentum=momentum)
+    pair = Pair(params_of(shapes), mode, momentum=momentum, momentum_codes=momentum_codes)
     for tensors in (pair.torch_lists, pair.triton_lists):
-        for index in range(6 if momentum else 5):
+        for index in range(7 if momentum_codes else 6 if momentum else 5):
             old = tensors[index]
             new = _flat([t.shape for t in old], old[0].dtype,
                         lambda n, dtype: torch.empty(n, dtype=dtype, device=DEVICE))
@@ -261,14 +280,15 @@ def _flat_pair(shapes, mode: str, momentum: float) -> Pair:
     return pair
 
 
+@pytest.mark.parametrize("momentum_codes", [False, True], ids=["buffers", "8-bit-buffers"])
 @pytest.mark.parametrize("mode", MODES)
-def test_flattened_buffers(mode):
+def test_flattened_buffers(mode, momentum_codes):
     """Rows of whole blocks, back to back: host counts step them as one range (no table); a
     row with a short block among them needs the table. Both match the torch step."""
     layout, _, _ = _modules()
     for shapes, flat in (([(3, 512), (4, 256), (1, 1024)], mode == "host"),
                          ([(3, 512), (4, 300)], False)):
-        pair = _flat_pair(shapes, mode, momentum=0.5)
+        pair = _flat_pair(shapes, mode, momentum=0.5, momentum_codes=momentum_codes)
         before = layout.cache_stats()["tables"]
         for _ in range(3):
             grads = _flat(shapes, torch.float32,
@@ -295,6 +315,81 @@ def test_bf16_params_first_step():
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     for a, b in zip(pair.triton_lists[0], pair.torch_lists[0]):
         torch.testing.assert_close(a.float(), b.float(), rtol=2.0 ** -7, atol=0)
+
+
+# ------------------------------------------------------------------ 8-bit momentum buffers
+
+INT8_MOMENTUM_OPTIONS = {
+    "nesterov-decay-maximize": dict(momentum=0.9, nesterov=True, weight_decay=1e-2,
+                                    maximize=True, switch_step=1),
+    "dampening-warmup": dict(momentum=0.8, dampening=0.3, switch_step=2),
+}
+
+
+@pytest.mark.parametrize("options", INT8_MOMENTUM_OPTIONS.values(),
+                         ids=INT8_MOMENTUM_OPTIONS.keys())
+@pytest.mark.parametrize("mode", MODES)
+def test_int8_momentum_matches_the_kernels_order_bit_for_bit(mode, options):
+    """8-bit buffers, scalars whose products round: buffer codes and scales, history, params and
+    counts are kernel_order_step's, with counts 0 to 5 in one call (a first step reads neither
+    the random codes nor the NaN scales of its unset buffer), a grad scale and a skipped
+    step."""
+    pair = Pair(params_of(SHAPES), mode, counts=[0, 1, 2, 3, 4, 5], lr=0.05, kernel_order=True,
+                momentum_codes=True, **options)
+    for k in range(3):
+        pair.step(grad_scale=torch.tensor(3.0, device=DEVICE),
+                  found_inf=torch.tensor(float(k == 1), device=DEVICE))
+    assert all(scales.isfinite().all() for scales in pair.triton_lists[6])
+
+
+def test_int8_momentum_fp16_params_and_lr_tensor():
+    pair = Pair(params_of(SHAPES[:4], torch.float16), "host", counts=[0, 1, 0, 3], lr=0.05,
+                lr_tensor=True, kernel_order=True, momentum_codes=True, momentum=0.9,
+                weight_decay=1e-2)
+    for _ in range(3):
+        pair.step()
+
+
+def test_int8_momentum_bf16_params():
+    """bf16 params without weight decay (so nothing else depends on them): buffer codes and
+    scales, history and counts bit for bit every step; the params too where compiled, and
+    within one bf16 rounding interpreted (which truncates bf16 stores), each step from the
+    reference's params."""
+    pair = Pair(params_of(SHAPES[:4], torch.bfloat16), "device", counts=[0, 1, 2, 3], lr=0.05,
+                kernel_order=True, momentum_codes=True, momentum=0.9, nesterov=True)
+    for _ in range(3):
+        if not INTERPRETED:
+            pair.step()
+            continue
+        params, *state = pair.torch_lists
+        grads = [pair.random(p) for p in params]
+        kernel_order_step.step(params, grads, *state, pair.scalars())
+        pair.triton_step(grads)
+        for ours, theirs in zip(pair.triton_lists[1:], pair.torch_lists[1:]):
+            for a, b in zip(ours, theirs):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+        for a, b in zip(pair.triton_lists[0], params):
+            torch.testing.assert_close(a.float(), b.float(), rtol=2.0 ** -7, atol=0)
+            a.copy_(b)
+
+
+def test_int8_momentum_channels_last_and_zero_blocks():
+    """channels_last params (a block is 256 consecutive elements of memory within a row) beside
+    row-major ones, device counts; an all-zero param and grad: its buffer's blocks are scale 0
+    and codes 0 from the first step on."""
+    shapes = [(16, 64, 3, 3), (8, 3, 7, 7), (4, 300), (3, 512)]
+    params = [p.to(memory_format=torch.channels_last) if p.dim() == 4 else p
+              for p in params_of(shapes)]
+    params[2].zero_()
+    pair = Pair(params, "device", counts=[0, 2, 0, 1], lr=0.05, kernel_order=True,
+                momentum_codes=True, momentum=0.9, dampening=0.1)
+    for _ in range(3):
+        grads = [pair.random(p) for p in params]
+        grads[2].zero_()
+        pair.step(grads=grads)
+    codes, scales = pair.triton_lists[5][2], pair.triton_lists[6][2]
+    assert scales.eq(0).all() and codes.eq(0).all()
+    assert pair.triton_lists[5][0].is_contiguous(memory_format=torch.channels_last)
 
 
 # ----------------------------------------------------------------------------- bad arguments
@@ -339,6 +434,30 @@ BAD = {
 }
 
 
+def _with_8_bit_buffers(lists: list, scales=scales_for, dtype=torch.int8) -> None:
+    lists[6] = [torch.zeros_like(p, dtype=dtype) for p in lists[0]]
+    lists[7] = [scales(p) for p in lists[0]]
+
+
+BAD_8_BIT_BUFFERS = {
+    "buffer scales of another shape": (
+        lambda ls: _with_8_bit_buffers(ls, scales=lambda p: torch.zeros(p.shape[0], 1)),
+        "momentum_scales[0]"),
+    "buffer scales in fp64": (
+        lambda ls: _with_8_bit_buffers(ls, scales=lambda p: scales_for(p).double()),
+        "momentum_scales[0]"),
+    "float buffers with scales": (
+        lambda ls: _with_8_bit_buffers(ls, dtype=torch.float32), "momentum_buffers[0]"),
+    "buffer scales for a float history": (
+        lambda ls: (_with_8_bit_buffers(ls),
+                    ls.__setitem__(2, [torch.zeros_like(p) for p in ls[0]]),
+                    ls.__setitem__(3, [torch.zeros_like(p) for p in ls[0]]),
+                    ls[4].clear(), ls[5].clear()), "momentum_scales"),
+    "one buffer scales tensor missing": (
+        lambda ls: (_with_8_bit_buffers(ls), ls[7].pop()), "momentum_scales"),
+}
+
+
 @pytest.mark.parametrize("change, names", BAD.values(), ids=BAD.keys())
 def test_bad_arguments_raise_before_anything_changes(change, names):
     lists = _bad(change)
@@ -352,6 +471,20 @@ def test_bad_arguments_raise_before_anything_changes(change, names):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("change, names", BAD_8_BIT_BUFFERS.values(),
+                         ids=BAD_8_BIT_BUFFERS.keys())
+def test_bad_8_bit_buffers_raise_before_anything_changes(change, names):
+    lists = _bad(change)
+    before = [t.clone() for tensors in lists for t in tensors]
+    choose("triton", DEVICE)
+    with pytest.raises(ValueError, match=names.replace("[", r"\[")):
+        torch.ops.tmsgd_kernels.tmsgd_step_triton(*lists, *StepScalars.make(LR, 0.5, -0.5,
+                                                                            momentum=0.5)
+                                                  .arguments(), None, None)
+    for a, b in zip([t for tensors in lists for t in tensors], before):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_fp64_params_have_no_8_bit_history():
     lists = _bad(lambda ls: None)
     lists[0] = [p.double() for p in lists[0]]
@@ -362,17 +495,19 @@ def test_fp64_params_have_no_8_bit_history():
                                                   .arguments(), None, None)
 
 
-@pytest.mark.parametrize("capturable", [False, True], ids=["host", "device"])
-def test_optimizer_steps_an_8_bit_history_with_triton(capturable):
+@pytest.mark.parametrize("capturable, momentum_dtype",
+                         [(False, None), (True, None), (True, torch.int8)],
+                         ids=["host", "device", "device-8-bit-buffers"])
+def test_optimizer_steps_an_8_bit_history_with_triton(capturable, momentum_dtype):
     """TMSGD(history_dtype=torch.int8, backend="triton") against backend="torch": weights take
-    the 8-bit history, the bias (one dimension) a float one; params and every state tensor
-    bit for bit."""
+    the 8-bit history (and with momentum_dtype=torch.int8 8-bit buffers), the bias (one
+    dimension) a float one; params and every state tensor bit for bit."""
     from tmsgd_kernels import TMSGD
 
     shapes = [(16, 300), (8, 512), (300,)]
     models = [[torch.nn.Parameter(p) for p in params_of(shapes)] for _ in range(2)]
     optimizers = [TMSGD(model, lr=LR, momentum=0.5, nesterov=True, history_dtype=torch.int8,
-                        capturable=capturable, backend=backend)
+                        momentum_dtype=momentum_dtype, capturable=capturable, backend=backend)
                   for model, backend in zip(models, ("triton", "torch"))]
     generator = torch.Generator().manual_seed(2)
     for _ in range(4):
@@ -389,3 +524,5 @@ def test_optimizer_steps_an_8_bit_history_with_triton(capturable):
             torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=0, msg=key)
     assert optimizers[0].state[models[0][0]]["delta_even"].dtype == torch.int8
     assert optimizers[0].state[models[0][2]]["delta_even"].dtype == torch.float32
+    assert (optimizers[0].state[models[0][0]]["momentum_buffer"].dtype
+            == (momentum_dtype or torch.float32))

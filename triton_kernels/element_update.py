@@ -68,20 +68,27 @@ def direction(
 
     u = g
     if HAS_MOMENTUM:
-        # torch.optim.SGD's rule: the first step takes the gradient itself as the buffer. The
-        # old buffer is then not even loaded: a fresh state's garbage (or NaN) must not leak.
+        # The first step's buffer is not even loaded: a fresh state's garbage (or NaN) must not
+        # leak.
         if FULL:
             old_mask = later
         else:
             old_mask = mask & later
-        buf = widen(tl.load(momentum_ptrs, mask=old_mask, other=0), COMPUTE)
-        buf = tl.where(later, momentum * buf + gain * g, g)
+        old = widen(tl.load(momentum_ptrs, mask=old_mask, other=0), COMPUTE)
+        buf, u = momentum_step(g, old, later, momentum, gain, NESTEROV)
         store_as(momentum_ptrs, buf, mask, FULL)
-        if NESTEROV:
-            u = g + momentum * buf
-        else:
-            u = buf
     return w, u
+
+
+@triton.jit
+def momentum_step(g, old, later, momentum, gain, NESTEROV: tl.constexpr):
+    """(new buffer, direction) from g and the old buffer, torch.optim.SGD's rule: the first step
+    (`later` false) takes the gradient itself as the buffer."""
+    buf = tl.where(later, momentum * old + gain * g, g)
+    u = buf
+    if NESTEROV:
+        u = g + momentum * buf
+    return buf, u
 
 
 @triton.jit

@@ -82,6 +82,8 @@ def _build(lists: TensorLists, counts_on_device: bool) -> Layout:
     if quantized:
         # An 8-bit history's blocks lie in one range only where every row is whole blocks.
         ranges += (lists.delta_even_scales, lists.delta_odd_scales)
+        if lists.momentum_scales:
+            ranges += (lists.momentum_scales,)
     flat = (not counts_on_device and all(map(_back_to_back, ranges))
             and (not quantized or all(map(int8_blocks.rows_of_whole_blocks, lists.params))))
     # The kernels step an 8-bit history's blocks whole.
@@ -100,13 +102,13 @@ def _build(lists: TensorLists, counts_on_device: bool) -> Layout:
 
 def _key(lists: TensorLists, counts_on_device: bool, device: torch.device) -> tuple:
     tensors = list(chain(*lists.streams(), lists.delta_even_scales, lists.delta_odd_scales,
-                         lists.steps if counts_on_device else ()))
+                         lists.momentum_scales, lists.steps if counts_on_device else ()))
     # The raw handle (an int) of the current stream: no Stream object per step.
     stream = torch._C._cuda_getCurrentRawStream(device.index) if device.type == "cuda" else None
     # The number of params and whether there are buffers and scales fix which list each tensor is
     # from.
     return (counts_on_device, device, stream, len(lists.params), bool(lists.momentum_buffers),
-            bool(lists.delta_even_scales),
+            bool(lists.delta_even_scales), bool(lists.momentum_scales),
             tuple(map(_data_ptr, tensors)), tuple(map(_shape, tensors)),
             tuple(map(_stride, tensors)), tuple(map(_dtype, tensors)))
 

@@ -2,8 +2,9 @@
 
     rows        [0, ROW * T): per tensor t, at ROW * t + field: the addresses of its param,
                 grad, delta_even, delta_odd, momentum buffer and step count, and its numel; with
-                an 8-bit history also its row length, the addresses of both slots' scales and
-                its number of blocks (int8_blocks.py)
+                an 8-bit history also its row length, the addresses of both slots' scales, its
+                number of blocks (int8_blocks.py) and the address of an 8-bit momentum
+                buffer's scales
     block map   [ROW * T, ROW * T + 2 * B): per program b, the tensor it steps and the first
                 element of its block (a multiple of BLOCK; with an 8-bit history counted in
                 blocks of 256, so that a short block at a row's end counts as a whole one); the
@@ -12,7 +13,7 @@
 A row is padded to sixteen int64s, 128 bytes, so that the fields one program reads share a GPU
 cache line. Fields nothing reads hold 0: the momentum address without momentum, the step address
 when the counts live on the host (each launch then gets its class's count as an argument), the
-8-bit history's fields with a float history.
+8-bit history's fields with a float history, the buffer's scales without an 8-bit buffer.
 
 Alignment is a property of each tensor, not of the table: the aligned blocks are launched with
 the hint that lets the compiler use 16-byte vectors, the rest without it, so one odd view (a
@@ -46,7 +47,7 @@ from .tensor_lists import TensorLists
 
 ROW = 16
 (PARAM, GRAD, DELTA_EVEN, DELTA_ODD, MOMENTUM, STEP, NUMEL, ROW_LENGTH, EVEN_SCALES, ODD_SCALES,
- BLOCKS) = range(11)
+ BLOCKS, MOMENTUM_SCALES) = range(12)
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,8 @@ def _block_map(numels: torch.Tensor, aligned: torch.Tensor, block: int) -> tuple
     return block_map, int(counts[:int(aligned.sum())].sum())
 
 
-def _row(p, g, even, odd, buf, count, even_scales, odd_scales, counts_on_device: bool
-         ) -> tuple[list[int], bool, int]:
+def _row(p, g, even, odd, buf, count, even_scales, odd_scales, buffer_scales,
+         counts_on_device: bool) -> tuple[list[int], bool, int]:
     """One tensor's row, whether it is aligned, and its elements as the block map counts them."""
     streams = [t.data_ptr() for t in (p, g, even, odd, buf) if t is not None]
     aligned = all(address % 16 == 0 for address in streams)
@@ -113,7 +114,8 @@ def _row(p, g, even, odd, buf, count, even_scales, odd_scales, counts_on_device:
     if even_scales is None:
         return row, aligned, p.numel()
     blocks = int8_blocks.blocks(p)
-    row += [int8_blocks.row_length(p), even_scales.data_ptr(), odd_scales.data_ptr(), blocks]
+    row += [int8_blocks.row_length(p), even_scales.data_ptr(), odd_scales.data_ptr(), blocks,
+            buffer_scales.data_ptr() if buffer_scales is not None else 0]
     return row, aligned and int8_blocks.rows_of_whole_blocks(p), blocks * int8_blocks.SCALE_BLOCK
 
 
@@ -124,7 +126,8 @@ def build(lists: TensorLists, block: int, counts_on_device: bool) -> PointerTabl
     for tensors_of_one in zip(lists.params, lists.grads, lists.delta_even, lists.delta_odd,
                               lists.momentum_buffers or absent, lists.steps,
                               lists.delta_even_scales or absent,
-                              lists.delta_odd_scales or absent):
+                              lists.delta_odd_scales or absent,
+                              lists.momentum_scales or absent):
         row, is_aligned, size = _row(*tensors_of_one, counts_on_device)
         rows.append(row + [0] * (ROW - len(row)))
         aligned.append(is_aligned)

@@ -10,6 +10,11 @@ reads both slots and writes the param also writes the new slot's codes and scale
     scale  = absmax(d_new over the block) / 127        correctly rounded
     code   = clamp(round_half_even(d_new / scale), -127, 127), 0 where scale == 0 or NaN
 
+An 8-bit momentum buffer (MOMENTUM_CODES: int8 codes in the param's layout, one scale per block
+like the history's) is decoded the same way (not read on a first step), the new buffer is formed
+in fp32 as with a float buffer and the step uses it unrounded; its codes and scales are then
+stored by the same encoder.
+
 A block's elements, found in one of two ways (BY_ROWS):
 whole    rows made of whole blocks: block q is elements [q * 256, q * 256 + 256), so the
          program's blocks are one range (a flat range of such tensors too); full blocks only,
@@ -23,7 +28,7 @@ import triton
 import triton.language as tl
 
 from . import int8_blocks
-from .element_update import combine, direction, step_scalars, store_as
+from .element_update import combine, direction, momentum_step, step_scalars, store_as
 
 SCALE_BLOCK = tl.constexpr(int8_blocks.SCALE_BLOCK)
 CODE_MAX = tl.constexpr(127.0)
@@ -61,18 +66,19 @@ def codes_of(d_new, scales):
 
 @triton.jit
 def update_quantized_blocks(
-    param_ptr, grad_ptr, d1_ptr, d2_ptr, s1_ptr, s2_ptr, momentum_ptr, first_block, blocks,
-    row_length, count,
+    param_ptr, grad_ptr, d1_ptr, d2_ptr, s1_ptr, s2_ptr, momentum_ptr, momentum_scales_ptr,
+    first_block, blocks, row_length, count,
     lr, lr_tensor_ptr, grad_scale, grad_scale_ptr, found_inf_ptr, b1, b2, momentum, gain,
     weight_decay, switch_step,
     HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
     HAS_WEIGHT_DECAY: tl.constexpr, LR_ON_DEVICE: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
     GRAD_SCALE_ON_DEVICE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, BLOCK: tl.constexpr,
-    BY_ROWS: tl.constexpr,
+    BY_ROWS: tl.constexpr, MOMENTUM_CODES: tl.constexpr,
 ):
     """Step blocks [first_block, first_block + BLOCK // 256) of a tensor of `blocks` blocks
     (those past the end are masked off) from the tensor's first elements and scales, for a tensor
-    that has taken `count` steps; `row_length` is read BY_ROWS only."""
+    that has taken `count` steps; `row_length` is read BY_ROWS only, `momentum_scales_ptr` with
+    MOMENTUM_CODES only (the buffer's block scales; momentum_ptr then points to its codes)."""
     if HAS_FOUND_INF:
         # A skipped step masks every load and store: nothing is read, nothing changes.
         blocks = tl.where(tl.load(found_inf_ptr) == 0, blocks, 0)
@@ -99,9 +105,22 @@ def update_quantized_blocks(
         lr, lr_tensor_ptr, grad_scale, grad_scale_ptr, b1, b2, momentum, gain, weight_decay,
         LR_ON_DEVICE, GRAD_SCALE_ON_DEVICE, tl.float32)
 
-    w, u = direction(param_ptr + offsets, grad_ptr + offsets, momentum_ptr + offsets, mask,
-                     later, grad_scale_c, momentum_c, gain_c, weight_decay_c, HAS_MOMENTUM,
-                     NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY, HAS_GRAD_SCALE, tl.float32, False)
+    if MOMENTUM_CODES:
+        # The gradient term only (no buffer); the 8-bit buffer is decoded and stepped here.
+        w, g = direction(param_ptr + offsets, grad_ptr + offsets, momentum_ptr + offsets, mask,
+                         later, grad_scale_c, momentum_c, gain_c, weight_decay_c, False,
+                         NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY, HAS_GRAD_SCALE, tl.float32, False)
+        # A first step reads neither the codes nor the scales (an unset buffer's may be NaN).
+        block_later = tl.full([BLOCK // SCALE_BLOCK], count, tl.int64) != 0
+        old_scales = tl.load(momentum_scales_ptr + block_ids, mask=in_range & block_later,
+                             other=0)
+        old = (tl.load(momentum_ptr + offsets, mask=mask & later, other=0).to(tl.float32)
+               * old_scales[:, None])
+        buf, u = momentum_step(g, old, later, momentum_c, gain_c, NESTEROV)
+    else:
+        w, u = direction(param_ptr + offsets, grad_ptr + offsets, momentum_ptr + offsets, mask,
+                         later, grad_scale_c, momentum_c, gain_c, weight_decay_c, HAS_MOMENTUM,
+                         NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY, HAS_GRAD_SCALE, tl.float32, False)
 
     # During the warm-up neither slot is read: codes and scales load as 0, so d_new is the
     # plain SGD step, as with a float history.
@@ -119,3 +138,7 @@ def update_quantized_blocks(
     scales = block_scales(d_new, mask)
     tl.store(s2_ptr + block_ids, scales, mask=in_range)
     tl.store(d2_ptr + offsets, codes_of(d_new, scales), mask=mask)
+    if MOMENTUM_CODES:
+        buffer_scales = block_scales(buf, mask)
+        tl.store(momentum_scales_ptr + block_ids, buffer_scales, mask=in_range)
+        tl.store(momentum_ptr + offsets, codes_of(buf, buffer_scales), mask=mask)

@@ -11,7 +11,9 @@ table   any list of tensors, in one launch (two when some tensors are not aligne
 With an 8-bit history (HISTORY_DTYPE int8) a program's BLOCK elements are BLOCK // 256 of the
 history's blocks (quantized_update.py): flat ranges are of tensors whose rows are whole blocks
 (layout.py), so block q of the range is elements [256 q, 256 q + 256) with scale q; through the
-table, the aligned tensors' blocks are addressed so too, the others row by row.
+table, the aligned tensors' blocks are addressed so too, the others row by row. An 8-bit
+momentum buffer (MOMENTUM_CODES, only with an 8-bit history) is int8 codes with scales laid out
+like the history's, read and written in the same blocks.
 
 The arguments a variant does not use get stand-ins (a tensor, 0) it never reads.
 """
@@ -41,6 +43,7 @@ ROW_LENGTH = tl.constexpr(pt.ROW_LENGTH)
 EVEN_SCALES = tl.constexpr(pt.EVEN_SCALES)
 ODD_SCALES = tl.constexpr(pt.ODD_SCALES)
 BLOCKS = tl.constexpr(pt.BLOCKS)
+MOMENTUM_SCALES = tl.constexpr(pt.MOMENTUM_SCALES)
 
 TRITON_DTYPES = {
     torch.float64: tl.float64,
@@ -63,8 +66,8 @@ def _address(row, field, DTYPE: tl.constexpr, ALIGNED: tl.constexpr):
 # a variant for the values Triton would otherwise specialize on (1, multiples of 16) buys nothing.
 @triton.jit(do_not_specialize=["map_start", "count", "switch_step"])
 def tmsgd_step_kernel(
-    table_ptr, map_start, param_ptr, grad_ptr, d1_ptr, d2_ptr, s1_ptr, s2_ptr, momentum_ptr, numel,
-    count,
+    table_ptr, map_start, param_ptr, grad_ptr, d1_ptr, d2_ptr, s1_ptr, s2_ptr, momentum_ptr,
+    momentum_scales_ptr, numel, count,
     lr: tl.float64, lr_tensor_ptr, grad_scale: tl.float64, grad_scale_ptr, found_inf_ptr,
     b1: tl.float64, b2: tl.float64, momentum: tl.float64, gain: tl.float64,
     weight_decay: tl.float64, switch_step,
@@ -73,6 +76,7 @@ def tmsgd_step_kernel(
     GRAD_SCALE_ON_DEVICE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr, TABLE: tl.constexpr, PARAM_DTYPE: tl.constexpr,
     HISTORY_DTYPE: tl.constexpr, COUNTS_ON_DEVICE: tl.constexpr, ALIGNED: tl.constexpr,
+    MOMENTUM_CODES: tl.constexpr,
 ):
     if TABLE:
         # map_start: where this launch's part of the block map begins.
@@ -93,7 +97,10 @@ def tmsgd_step_kernel(
         param_ptr = _address(row, PARAM, PARAM_DTYPE, ALIGNED)
         grad_ptr = _address(row, GRAD, PARAM_DTYPE, ALIGNED)
         momentum_ptr = param_ptr
-        if HAS_MOMENTUM:
+        if MOMENTUM_CODES:
+            momentum_ptr = _address(row, MOMENTUM, tl.int8, ALIGNED)
+            momentum_scales_ptr = tl.load(row + MOMENTUM_SCALES).to(tl.pointer_type(tl.float32))
+        elif HAS_MOMENTUM:
             momentum_ptr = _address(row, MOMENTUM, PARAM_DTYPE, ALIGNED)
         if ALIGNED:
             d1_ptr = tl.multiple_of(d1_ptr, 16)
@@ -115,11 +122,11 @@ def tmsgd_step_kernel(
     if HISTORY_DTYPE == tl.int8:
         update_quantized_blocks(
             param_ptr, grad_ptr, d1_ptr, d2_ptr, s1_ptr, s2_ptr, momentum_ptr,
-            start // SCALE_BLOCK, blocks, row_length, count,
+            momentum_scales_ptr, start // SCALE_BLOCK, blocks, row_length, count,
             lr, lr_tensor_ptr, grad_scale, grad_scale_ptr, found_inf_ptr, b1, b2, momentum, gain,
             weight_decay, switch_step, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY,
             LR_ON_DEVICE, HAS_GRAD_SCALE, GRAD_SCALE_ON_DEVICE, HAS_FOUND_INF, BLOCK,
-            TABLE and not ALIGNED,
+            TABLE and not ALIGNED, MOMENTUM_CODES,
         )
     else:
         update_block(
@@ -133,14 +140,15 @@ def tmsgd_step_kernel(
 
 def _dtypes(lists: TensorLists) -> dict:
     return dict(PARAM_DTYPE=TRITON_DTYPES[lists.params[0].dtype],
-                HISTORY_DTYPE=TRITON_DTYPES[lists.delta_even[0].dtype])
+                HISTORY_DTYPE=TRITON_DTYPES[lists.delta_even[0].dtype],
+                MOMENTUM_CODES=bool(lists.momentum_scales))
 
 
 def launch_flat(lists: TensorLists, first: int, numel: int, block: int, warps: int, count: int,
                 args: KernelScalars) -> None:
     """Step `numel` elements from tensor `first` of every list (the first non-empty one) for
     tensors that have taken `count` steps (or any count of the same class); with an 8-bit
-    history, their scales from the first tensor's on."""
+    history, their scales (and an 8-bit buffer's) from the first tensor's on."""
     even, odd = lists.delta_even[first], lists.delta_odd[first]
     param = lists.params[first]
     even_scales, odd_scales = param, param
@@ -150,8 +158,10 @@ def launch_flat(lists: TensorLists, first: int, numel: int, block: int, warps: i
     d1, d2, s1, s2 = ((even, odd, even_scales, odd_scales) if count % 2
                       else (odd, even, odd_scales, even_scales))
     momentum = lists.momentum_buffers[first] if lists.momentum_buffers else param
+    momentum_scales = lists.momentum_scales[first] if lists.momentum_scales else param
     tmsgd_step_kernel[(triton.cdiv(numel, block),)](
-        param, 0, param, lists.grads[first], d1, d2, s1, s2, momentum, numel, count, *args.values,
+        param, 0, param, lists.grads[first], d1, d2, s1, s2, momentum, momentum_scales, numel,
+        count, *args.values,
         **args.flags, BLOCK=block, TABLE=False, **_dtypes(lists), COUNTS_ON_DEVICE=False,
         ALIGNED=False, num_warps=warps, **COMPILE_OPTIONS,
     )
@@ -169,8 +179,8 @@ def launch_table(table: pt.PointerTable, lists: TensorLists, block: int, warps: 
         if programs:
             tmsgd_step_kernel[(programs,)](
                 table.table, map_start, stand_in, stand_in, stand_in, stand_in, stand_in,
-                stand_in, stand_in, 0, count, *args.values, **args.flags, BLOCK=block, TABLE=True,
-                **_dtypes(lists), COUNTS_ON_DEVICE=counts_on_device, ALIGNED=aligned,
+                stand_in, stand_in, stand_in, 0, count, *args.values, **args.flags, BLOCK=block,
+                TABLE=True, **_dtypes(lists), COUNTS_ON_DEVICE=counts_on_device, ALIGNED=aligned,
                 num_warps=warps, **COMPILE_OPTIONS,
             )
         map_start += 2 * programs

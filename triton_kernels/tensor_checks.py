@@ -62,9 +62,13 @@ def check_call(lists: TensorLists, scalars: StepScalars, grad_scale: torch.Tenso
                     f"be empty when momentum == 0: got {len(tensors)} for {len(params)} params "
                     f"with momentum {scalars.momentum}")
         elif name == "momentum_scales":
-            if tensors:
-                raise ValueError("the triton backend does not implement an 8-bit momentum buffer "
-                                 "yet (momentum_dtype=torch.int8); use backend=\"torch\"")
+            # An 8-bit buffer comes only with an 8-bit history (the same blocks) and momentum.
+            if tensors and (len(tensors) != len(params) or not _quantized(lists)
+                            or scalars.momentum == 0):
+                raise ValueError(f"momentum_scales must be empty, or hold one tensor per param "
+                                 f"with an int8 history and momentum != 0: got {len(tensors)} "
+                                 f"for {len(params)} params, history dtype {_history(lists)}, "
+                                 f"momentum {scalars.momentum}")
         elif name in ("delta_even_scales", "delta_odd_scales"):
             expected = len(params) if _quantized(lists) else 0
             if len(tensors) != expected:
@@ -98,10 +102,10 @@ def _history(lists: TensorLists) -> str:
     return str(lists.delta_even[0].dtype) if lists.delta_even else "none"
 
 
-def _check_int8(i: int, p: torch.Tensor, even_scales: torch.Tensor,
-                odd_scales: torch.Tensor) -> None:
+def _check_int8(i: int, p: torch.Tensor, even_scales: torch.Tensor, odd_scales: torch.Tensor,
+                buffer_scales: torch.Tensor | None) -> None:
     """Param i of an int8-history call: rows (dim-0 slices) that are ranges of memory, and both
-    slots' scales of their shape (int8_blocks.py)."""
+    slots' scales (and an 8-bit buffer's) of their shape (int8_blocks.py)."""
     if p.dim() == 0:
         raise ValueError(f"params[{i}] is 0-dim: an int8 history needs params of one or more "
                          f"dimensions (its blocks lie within dim-0 slices)")
@@ -110,7 +114,10 @@ def _check_int8(i: int, p: torch.Tensor, even_scales: torch.Tensor,
         raise ValueError(f"params[{i}] ({_describe(p)}): an int8 history needs each dim-0 slice "
                          f"contiguous in memory (dim 0 outermost)")
     shape = int8_blocks.scales_shape(p)
-    for name, scales in (("delta_even_scales", even_scales), ("delta_odd_scales", odd_scales)):
+    named = [("delta_even_scales", even_scales), ("delta_odd_scales", odd_scales)]
+    if buffer_scales is not None:
+        named.append(("momentum_scales", buffer_scales))
+    for name, scales in named:
         if (scales.shape != shape or scales.dtype != torch.float32
                 or scales.device != p.device or not scales.is_contiguous()):
             raise ValueError(f"{name}[{i}] ({_describe(scales)}) must be a contiguous fp32 "
@@ -142,9 +149,11 @@ def check_tensors(lists: TensorLists, counts_on_device: bool) -> None:
     history_dtype = lists.delta_even[0].dtype
     absent = [None] * len(lists.params)
     buffers = lists.momentum_buffers or absent
-    for i, (p, g, even, odd, buf, count, even_scales, odd_scales) in enumerate(zip(
+    buffer_codes = bool(lists.momentum_scales)
+    for i, (p, g, even, odd, buf, count, even_scales, odd_scales, buffer_scales) in enumerate(zip(
             lists.params, lists.grads, lists.delta_even, lists.delta_odd, buffers, lists.steps,
-            lists.delta_even_scales or absent, lists.delta_odd_scales or absent)):
+            lists.delta_even_scales or absent, lists.delta_odd_scales or absent,
+            lists.momentum_scales or absent)):
         if p.dtype != first.dtype or p.device != first.device:
             raise ValueError(f"params must share one dtype and device: params[{i}] is "
                              f"{p.dtype} on {p.device}, params[0] {first.dtype} on {first.device}")
@@ -155,9 +164,10 @@ def check_tensors(lists: TensorLists, counts_on_device: bool) -> None:
         _check_like(f"delta_even[{i}]", even, p, history_dtype, layout=True)
         _check_like(f"delta_odd[{i}]", odd, p, history_dtype, layout=True)
         if buf is not None:
-            _check_like(f"momentum_buffers[{i}]", buf, p, p.dtype, layout=True)
+            _check_like(f"momentum_buffers[{i}]", buf, p,
+                        torch.int8 if buffer_codes else p.dtype, layout=True)
         if even_scales is not None:
-            _check_int8(i, p, even_scales, odd_scales)
+            _check_int8(i, p, even_scales, odd_scales, buffer_scales)
         if counts_on_device and (count.numel() != 1 or count.dtype != torch.int64
                                  or count.device != p.device):
             raise ValueError(f"steps[{i}] ({_describe(count)}) must be a one-element int64 "
