@@ -13,14 +13,16 @@ Reference arithmetic. A rank computes its half batch's gradient and the engine a
 (FSDP2's reduce-scatter, DDP's all-reduce): with two ranks that is (g0 + g1) / 2, exact in any
 order (one addition, a division by 2). One process on the full batch sums the eight samples'
 terms in another order, and an 8-bit code is a step function of d_new: a difference in the last
-bit can move a code by one (one code in these six steps does). So the single-process reference
-takes the same two half-batch gradients (`accumulated_halves`) and is compared bit for bit; the
-full batch's run, within one code.
+bit can move a code by one (one code does, in the six steps with 8-bit momentum). So the
+single-process reference takes the same two half-batch gradients (`accumulated_halves`) and is
+compared bit for bit; the full batch's run, within one code.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -94,19 +96,26 @@ def train(model: nn.Module, optimizer, data, rank: int = 0, world_size: int = 1,
         optimizer.step()
 
 
-def single_process(config: str, data, late_momentum: bool = False,
-                   accumulated_halves: bool = True) -> tuple[nn.Module, TMSGD]:
-    """The one-process peer, with one thread as every rank has (a BLAS reduction may split
-    differently with more)."""
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """One intra-op thread, as every rank has (a BLAS reduction may split differently with
+    more), for the one-process peers."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def single_process(config: str, data, late_momentum: bool = False,
+                   accumulated_halves: bool = True) -> tuple[nn.Module, TMSGD]:
+    """The one-process peer (accumulated_halves=False: on the full batch)."""
+    with one_thread():
         model = make_model()
         optimizer = make_optimizer(model.parameters(), config)
         train(model, optimizer, data, late_momentum=late_momentum,
               accumulated_halves=accumulated_halves)
-    finally:
-        torch.set_num_threads(threads)
     return model, optimizer
 
 

@@ -24,6 +24,7 @@ from distributed_int8_workers import (
     fsdp2_runs,
     make_model,
     make_optimizer,
+    one_thread,
     restore,
     save_one_process_checkpoint,
     single_process,
@@ -77,9 +78,8 @@ def assert_8bit_state(state: dict, config: str) -> None:
     """The state snapshot really holds int8 codes with their scales where the param is eligible
     (and the momentum buffer too with momentum_dtype=torch.int8), fp32 elsewhere."""
     int8_buffer = CONFIGS[config][1].get("momentum_dtype") is torch.int8
+    coded = dict(SCALED, **({"momentum_buffer": "momentum_buffer_scales"} if int8_buffer else {}))
     for name, entries in state.items():
-        coded = dict(SCALED, **({"momentum_buffer": "momentum_buffer_scales"}
-                                if int8_buffer else {}))
         if name not in EIGHT_BIT:
             assert not any(key.endswith("_scales") for key in entries), name
             assert all(entries[key].dtype == torch.float32 for key in coded), name
@@ -105,6 +105,8 @@ def fsdp2(request, tmp_path_factory) -> tuple[str, Path, dict, list]:
 
 
 def test_fsdp2_trains_like_one_process_with_8bit_state(fsdp2) -> None:
+    """Momentum turned on half way (8-bit buffers started for params that have taken steps):
+    both ranks' whole tensors equal the one-process peer's; and with momentum throughout."""
     config, _, _, ranks = fsdp2
     reference = snapshot(*single_process(config, batches(), late_momentum=True))
     assert_8bit_state(reference, config)
@@ -182,12 +184,8 @@ def test_checkpoint_from_two_ranks_continues_in_one_process(fsdp2) -> None:
     optimizer = make_optimizer(model.parameters(), config)
     restore(model, optimizer, folder / "checkpoint")
     assert_same(snapshot(model, optimizer), ranks[0]["saved"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         train(model, optimizer, batches()[HALF:], accumulated_halves=True)
-    finally:
-        torch.set_num_threads(threads)
     assert_same(snapshot(model, optimizer), ranks[0]["uninterrupted_full"])
 
 
