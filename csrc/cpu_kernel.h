@@ -19,13 +19,16 @@ struct CpuTensor {
   void* d2 = nullptr;             // history slot `parity` of this param's count: read as d2,
                                   // then overwritten with d_new
   const void* d1 = nullptr;       // the other slot
-  void* momentum = nullptr;       // in the params' dtype; null when the call has no momentum
+  void* momentum = nullptr;       // in the params' dtype (int8 codes: CpuCall::int8_momentum);
+                                  // null when the call has no momentum
   UpdateScalars<T> scalars;       // the call's scalars with this tensor's count set
   // An 8-bit history (CpuCall::int8_history): d2 and d1 hold int8 codes, these their slots' block
   // scales (one per block of 256 elements of a row, row-major), a row being per_row elements.
   float* d2_scales = nullptr;
   const float* d1_scales = nullptr;
   int64_t per_row = 0;
+  // An 8-bit momentum buffer (CpuCall::int8_momentum): its block scales, shaped as the history's.
+  float* momentum_scales = nullptr;
 };
 
 // One call: tensor i owns elements [offsets[i], offsets[i + 1]) of the call's element range, the
@@ -40,6 +43,7 @@ struct CpuCall {
   c10::ScalarType param_dtype = c10::ScalarType::Float;
   c10::ScalarType history_dtype = c10::ScalarType::Float;
   bool int8_history = false;
+  bool int8_momentum = false;  // momentum buffers as int8 codes (only with int8_history)
 };
 
 // True when (param dtype, history dtype) has a SIMD path; other pairs take the scalar path.

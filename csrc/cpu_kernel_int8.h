@@ -131,31 +131,35 @@ class BlockAbsmax {
 // fp32 division), code = clamp(round_half_even(x / scale), -127, 127) with a true division
 // (x * (1 / scale) rounds differently): the reference encoder's operations, each rounded once.
 // A block whose scale is 0 (all zeros) or not finite (a NaN or inf, which the scale alone keeps
-// in the decoded values) gets zero codes.
+// in the decoded values) gets zero codes at once; `active` says whether the divisions remain.
 struct PendingBlock {
   const float* values = nullptr;
   int8_t* codes = nullptr;
   int64_t n = 0;
   float scale = 0.0f;
+  bool active = false;
 
-  // Sets the scale from the absmax and writes it; true when the codes still need the divisions
-  // (zero codes are written here).
-  bool start(float absmax, float* scale_out) {
+  // Sets and writes the scale from the absmax; the zero codes of a zero or non-finite scale.
+  void start(float absmax, float* scale_out) {
     scale = absmax / kCodeMax;
     *scale_out = scale;
-    if (scale > 0.0f && scale <= FLT_MAX) {
-      return true;
+    active = scale > 0.0f && scale <= FLT_MAX;
+    if (!active) {
+      std::fill(codes, codes + n, int8_t(0));
     }
-    std::fill(codes, codes + n, int8_t(0));
-    return false;
   }
 
   // Codes [i, i + Vectorized<float>::size()).
   void encode_vector(int64_t i) const {
-    store_codes(Vectorized<float>::loadu(values + i) / Vectorized<float>(scale), codes + i);
+    if (active) {
+      store_codes(Vectorized<float>::loadu(values + i) / Vectorized<float>(scale), codes + i);
+    }
   }
 
-  void encode_all() const {
+  void finish() {
+    if (!active) {
+      return;
+    }
     int64_t i = 0;
     for (; i + Vectorized<float>::size() <= n; i += Vectorized<float>::size()) {
       encode_vector(i);
@@ -164,81 +168,133 @@ struct PendingBlock {
       codes[i] = static_cast<int8_t>(
           std::min(std::max(std::nearbyint(values[i] / scale), -kCodeMax), kCodeMax));
     }
+    active = false;
   }
 };
 
-// Steps the n <= 256 elements of one block: param w, gradient g, buffer buf, d2's codes (read,
-// then overwritten with d_new's, later) and d1's. d_new lands in `d_new`; returns its absmax.
-// The operations are step_span's (the same tmsgd_update on the same vectors and tail), only the
-// history is decoded in registers instead of loaded. With kEncodePrevious (both blocks whole)
-// the loop also encodes the previous block, so that its divisions overlap this block's loads
-// and arithmetic instead of running alone.
-template <typename P, bool kMomentum, bool kEncodePrevious>
-C10_ALWAYS_INLINE float step_block(P* w, const P* g, const int8_t* codes2, float scale2,
-                                   const int8_t* codes1, float scale1, P* buf, int64_t n,
-                                   const UpdateScalars<float>& s, float* d_new,
-                                   const PendingBlock& previous) {
+// How a call keeps its momentum buffer: none, in the params' dtype, or as int8 codes with block
+// scales (the buffer then encoded as d_new is, and the step goes on with the fp32 new buffer).
+enum class Buffer { kNone, kParam, kInt8 };
+
+template <Buffer kBuffer>
+constexpr bool kMomentumOf = kBuffer != Buffer::kNone;
+
+// One block's pointers: param, gradient, both history slots' codes and scales, the buffer (in
+// the params' dtype, or codes and scale), and where the new values wait for their codes.
+template <typename P>
+struct Block {
+  P* w;
+  const P* g;
+  const int8_t* codes1;
+  float scale1;
+  const int8_t* codes2;  // read here; overwritten with d_new's codes later
+  float scale2;
+  P* buf;                // Buffer::kParam
+  const int8_t* buf_codes;  // Buffer::kInt8: read here; overwritten later
+  float buf_scale;
+  int64_t n;
+  float* d_new;
+  float* new_buf;        // Buffer::kInt8: the fp32 new buffer
+};
+
+// The block's two absmaxes: d_new's, and the new buffer's (Buffer::kInt8).
+struct BlockAbsmaxes {
+  float d_new;
+  float buffer;
+};
+
+// Steps the n <= 256 elements of one block. The operations are step_span's (the same
+// tmsgd_update on the same vectors and tail), only the history (and an 8-bit buffer) is decoded
+// in registers instead of loaded, and d_new (and the new 8-bit buffer) land in L1 for their
+// codes. With kEncodePrevious (both blocks whole) the loop also encodes the previous block, so
+// that its divisions overlap this block's loads and arithmetic instead of running alone.
+template <typename P, Buffer kBuffer, bool kEncodePrevious>
+C10_ALWAYS_INLINE BlockAbsmaxes step_block(const Block<P>& k, const UpdateScalars<float>& s,
+                                           const PendingBlock& previous_d_new,
+                                           const PendingBlock& previous_buffer) {
   using Vec = Vectorized<float>;
   constexpr int64_t kLanes = Vec::size();
   constexpr int64_t kStep = 2 * kLanes;
-  const Vec zero(0.0f), s1(scale1), s2(scale2);
-  BlockAbsmax absmax;
+  constexpr bool kMomentum = kMomentumOf<kBuffer>;
+  const Vec zero(0.0f), s1(k.scale1), s2(k.scale2), sb(k.buf_scale);
+  BlockAbsmax d_new_absmax, buffer_absmax;
   int64_t i = 0;
-  for (; i + kStep <= n; i += kStep) {
+  for (; i + kStep <= k.n; i += kStep) {
     Vec w0, w1, g0, g1;
     Vec a0 = zero, a1 = zero, b0 = zero, b1 = zero, m0 = zero, m1 = zero;
-    load2(w + i, w0, w1);
-    load2(g + i, g0, g1);
+    load2(k.w + i, w0, w1);
+    load2(k.g + i, g0, g1);
     if (s.multistep) {  // the warm-up never reads the history
-      a0 = load_codes(codes1 + i) * s1;
-      a1 = load_codes(codes1 + i + kLanes) * s1;
-      b0 = load_codes(codes2 + i) * s2;
-      b1 = load_codes(codes2 + i + kLanes) * s2;
+      a0 = load_codes(k.codes1 + i) * s1;
+      a1 = load_codes(k.codes1 + i + kLanes) * s1;
+      b0 = load_codes(k.codes2 + i) * s2;
+      b1 = load_codes(k.codes2 + i + kLanes) * s2;
     }
-    if constexpr (kMomentum) {
-      if (!s.first) {  // the first step assigns the buffer without reading it
-        load2(buf + i, m0, m1);
+    if (kMomentum && !s.first) {  // the first step assigns the buffer without reading it
+      if constexpr (kBuffer == Buffer::kInt8) {
+        m0 = load_codes(k.buf_codes + i) * sb;
+        m1 = load_codes(k.buf_codes + i + kLanes) * sb;
+      } else if constexpr (kBuffer == Buffer::kParam) {
+        load2(k.buf + i, m0, m1);
       }
     }
     const Vec n0 = tmsgd_update<kMomentum>(w0, g0, a0, b0, m0, s);
     const Vec n1 = tmsgd_update<kMomentum>(w1, g1, a1, b1, m1, s);
-    store2(w + i, w0, w1);
-    if constexpr (kMomentum) {
-      store2(buf + i, m0, m1);
+    store2(k.w + i, w0, w1);
+    if constexpr (kBuffer == Buffer::kInt8) {
+      m0.store(k.new_buf + i);
+      m1.store(k.new_buf + i + kLanes);
+      buffer_absmax.add(m0);
+      buffer_absmax.add(m1);
+    } else if constexpr (kBuffer == Buffer::kParam) {
+      store2(k.buf + i, m0, m1);
     }
-    n0.store(d_new + i);
-    n1.store(d_new + i + kLanes);
-    absmax.add(n0);
-    absmax.add(n1);
+    n0.store(k.d_new + i);
+    n1.store(k.d_new + i + kLanes);
+    d_new_absmax.add(n0);
+    d_new_absmax.add(n1);
     if constexpr (kEncodePrevious) {
-      previous.encode_vector(i);
-      previous.encode_vector(i + kLanes);
+      previous_d_new.encode_vector(i);
+      previous_d_new.encode_vector(i + kLanes);
+      if constexpr (kBuffer == Buffer::kInt8) {
+        previous_buffer.encode_vector(i);
+        previous_buffer.encode_vector(i + kLanes);
+      }
     }
   }
-  for (; i < n; ++i) {  // a short block's last elements, as step_element steps them
-    float wi = static_cast<float>(w[i]);
-    float mi = kMomentum && !s.first ? static_cast<float>(buf[i]) : 0.0f;
-    const float a = s.multistep ? static_cast<float>(codes1[i]) * scale1 : 0.0f;
-    const float b = s.multistep ? static_cast<float>(codes2[i]) * scale2 : 0.0f;
-    d_new[i] = tmsgd_update<kMomentum>(wi, static_cast<float>(g[i]), a, b, mi, s);
-    w[i] = static_cast<P>(wi);
-    if constexpr (kMomentum) {
-      buf[i] = static_cast<P>(mi);
+  for (; i < k.n; ++i) {  // a short block's last elements, as step_element steps them
+    float wi = static_cast<float>(k.w[i]);
+    float mi = 0.0f;
+    if (kMomentum && !s.first) {
+      if constexpr (kBuffer == Buffer::kInt8) {
+        mi = static_cast<float>(k.buf_codes[i]) * k.buf_scale;
+      } else if constexpr (kBuffer == Buffer::kParam) {
+        mi = static_cast<float>(k.buf[i]);
+      }
     }
-    absmax.add(d_new[i]);
+    const float a = s.multistep ? static_cast<float>(k.codes1[i]) * k.scale1 : 0.0f;
+    const float b = s.multistep ? static_cast<float>(k.codes2[i]) * k.scale2 : 0.0f;
+    k.d_new[i] = tmsgd_update<kMomentum>(wi, static_cast<float>(k.g[i]), a, b, mi, s);
+    k.w[i] = static_cast<P>(wi);
+    if constexpr (kBuffer == Buffer::kInt8) {
+      k.new_buf[i] = mi;
+      buffer_absmax.add(mi);
+    } else if constexpr (kBuffer == Buffer::kParam) {
+      k.buf[i] = static_cast<P>(mi);
+    }
+    d_new_absmax.add(k.d_new[i]);
   }
-  return absmax.value();
+  return {d_new_absmax.value(), kBuffer == Buffer::kInt8 ? buffer_absmax.value() : 0.0f};
 }
 
 // step_block with the scalars in a local copy, which the stores cannot alias. The usual call (no
 // grad scale, maximize, weight decay or nesterov, past the warm-up) gets a copy whose flags are
 // constants, so that the compiler drops their tests from the loop; its values are the call's, so
 // the arithmetic is the same.
-template <typename P, bool kMomentum, bool kEncodePrevious>
-float step_block_dispatch(P* w, const P* g, const int8_t* codes2, float scale2,
-                          const int8_t* codes1, float scale1, P* buf, int64_t n,
-                          const UpdateScalars<float>& scalars, float* d_new,
-                          const PendingBlock& previous) {
+template <typename P, Buffer kBuffer, bool kEncodePrevious>
+BlockAbsmaxes step_block_dispatch(const Block<P>& k, const UpdateScalars<float>& scalars,
+                                  const PendingBlock& previous_d_new,
+                                  const PendingBlock& previous_buffer) {
   UpdateScalars<float> s = scalars;
   if (!s.has_scale && !s.maximize && s.weight_decay == 0.0f && !s.nesterov && s.multistep) {
     s.has_scale = false;
@@ -246,22 +302,21 @@ float step_block_dispatch(P* w, const P* g, const int8_t* codes2, float scale2,
     s.weight_decay = 0.0f;
     s.nesterov = false;
     s.multistep = true;
-    return step_block<P, kMomentum, kEncodePrevious>(w, g, codes2, scale2, codes1, scale1, buf,
-                                                     n, s, d_new, previous);
+    return step_block<P, kBuffer, kEncodePrevious>(k, s, previous_d_new, previous_buffer);
   }
-  return step_block<P, kMomentum, kEncodePrevious>(w, g, codes2, scale2, codes1, scale1, buf, n,
-                                                   s, d_new, previous);
+  return step_block<P, kBuffer, kEncodePrevious>(k, s, previous_d_new, previous_buffer);
 }
 
-template <typename P, bool kMomentum>
+template <typename P, Buffer kBuffer>
 void step_int8_typed(const CpuCall<float>& call) {
   const int64_t* offsets = call.offsets;
   // kGrain elements per task, in whole blocks.
   at::parallel_for(0, offsets[call.count], kGrain / kInt8Block, [&](int64_t begin, int64_t end) {
-    // d_new of the block being stepped and of the one before, whose codes wait for its scale.
-    alignas(64) float values[2][kInt8Block];
-    PendingBlock previous;
-    bool previous_pending = false;
+    // The new values of the block being stepped and of the one before, whose codes wait for
+    // its scales: d_new, and the fp32 new buffer with an 8-bit buffer.
+    alignas(64) float d_new[2][kInt8Block];
+    alignas(64) float new_buf[kBuffer == Buffer::kInt8 ? 2 : 1][kInt8Block];
+    PendingBlock previous_d_new, previous_buffer;
     int64_t i = std::upper_bound(offsets, offsets + call.count + 1, begin) - offsets - 1;
     for (; i < call.count && offsets[i] < end; ++i) {
       const int64_t lo = std::max(begin, offsets[i]) - offsets[i];
@@ -277,31 +332,44 @@ void step_int8_typed(const CpuCall<float>& call) {
       int64_t in_row = (lo - row * blocks_per_row) * kInt8Block;
       for (int64_t b = lo; b < hi; ++b) {
         const int64_t start = row * t.per_row + in_row;
-        PendingBlock current;
-        current.values = values[b % 2];
-        current.codes = static_cast<int8_t*>(t.d2) + start;
-        current.n = std::min(kInt8Block, t.per_row - in_row);
-        P* param = static_cast<P*>(t.param) + start;
-        const P* grad = static_cast<const P*>(t.grad) + start;
-        const int8_t* codes1 = static_cast<const int8_t*>(t.d1) + start;
-        P* buf = kMomentum ? static_cast<P*>(t.momentum) + start : nullptr;
-        float* d_new = values[b % 2];
-        float absmax;
-        if (previous_pending && previous.n == kInt8Block && current.n == kInt8Block) {
-          absmax = step_block_dispatch<P, kMomentum, true>(
-              param, grad, current.codes, t.d2_scales[b], codes1, t.d1_scales[b], buf,
-              current.n, t.scalars, d_new, previous);
-        } else {
-          if (previous_pending) {
-            previous.encode_all();
-          }
-          absmax = step_block_dispatch<P, kMomentum, false>(
-              param, grad, current.codes, t.d2_scales[b], codes1, t.d1_scales[b], buf,
-              current.n, t.scalars, d_new, previous);
+        const int64_t n = std::min(kInt8Block, t.per_row - in_row);
+        const int slot = static_cast<int>(b % 2);
+        Block<P> k{static_cast<P*>(t.param) + start,
+                   static_cast<const P*>(t.grad) + start,
+                   static_cast<const int8_t*>(t.d1) + start,
+                   t.d1_scales[b],
+                   static_cast<const int8_t*>(t.d2) + start,
+                   t.d2_scales[b],
+                   nullptr,
+                   nullptr,
+                   0.0f,
+                   n,
+                   d_new[slot],
+                   nullptr};
+        if constexpr (kBuffer == Buffer::kParam) {
+          k.buf = static_cast<P*>(t.momentum) + start;
+        } else if constexpr (kBuffer == Buffer::kInt8) {
+          k.buf_codes = static_cast<const int8_t*>(t.momentum) + start;
+          k.buf_scale = t.momentum_scales[b];
+          k.new_buf = new_buf[slot];
         }
-        // This block's d2 codes are read; its scale and codes may now change.
-        previous = current;
-        previous_pending = previous.start(absmax, &t.d2_scales[b]);
+        BlockAbsmaxes absmax;
+        if (previous_d_new.n == kInt8Block && n == kInt8Block) {
+          absmax = step_block_dispatch<P, kBuffer, true>(k, t.scalars, previous_d_new,
+                                                         previous_buffer);
+        } else {
+          previous_d_new.finish();
+          previous_buffer.finish();
+          absmax = step_block_dispatch<P, kBuffer, false>(k, t.scalars, previous_d_new,
+                                                          previous_buffer);
+        }
+        // This block's codes are read; their scales and codes may now change.
+        previous_d_new = {k.d_new, static_cast<int8_t*>(t.d2) + start, n};
+        previous_d_new.start(absmax.d_new, &t.d2_scales[b]);
+        if constexpr (kBuffer == Buffer::kInt8) {
+          previous_buffer = {k.new_buf, static_cast<int8_t*>(t.momentum) + start, n};
+          previous_buffer.start(absmax.buffer, &t.momentum_scales[b]);
+        }
         in_row += kInt8Block;
         if (in_row >= t.per_row) {
           in_row = 0;
@@ -309,9 +377,8 @@ void step_int8_typed(const CpuCall<float>& call) {
         }
       }
     }
-    if (previous_pending) {
-      previous.encode_all();
-    }
+    previous_d_new.finish();
+    previous_buffer.finish();
   });
 }
 
@@ -320,10 +387,12 @@ void step_int8(const CpuCall<float>& call) {
     using P = decltype(p_tag);
     if constexpr (std::is_same_v<P, double>) {
       TORCH_CHECK(false, "tmsgd_step: internal error, fp64 params with an 8-bit history");
+    } else if (call.int8_momentum) {
+      step_int8_typed<P, Buffer::kInt8>(call);
     } else if (call.momentum) {
-      step_int8_typed<P, true>(call);
+      step_int8_typed<P, Buffer::kParam>(call);
     } else {
-      step_int8_typed<P, false>(call);
+      step_int8_typed<P, Buffer::kNone>(call);
     }
   });
 }

@@ -114,6 +114,9 @@ void step_with_opmath(const StepArguments& a, const std::vector<at::Tensor>& gra
     t.per_row = rows.per_row;
     t.d2_scales = (even ? a.delta_even_scales[i] : a.delta_odd_scales[i]).data_ptr<float>();
     t.d1_scales = (even ? a.delta_odd_scales[i] : a.delta_even_scales[i]).data_ptr<float>();
+    if (!a.momentum_scales.empty()) {
+      t.momentum_scales = a.momentum_scales[i].data_ptr<float>();
+    }
     offsets[i + 1] = offsets[i] + rows.rows * rows.blocks_per_row();
   }
   CpuCall<T> call;
@@ -124,13 +127,12 @@ void step_with_opmath(const StepArguments& a, const std::vector<at::Tensor>& gra
   call.param_dtype = a.params[0].scalar_type();
   call.history_dtype = a.delta_even[0].scalar_type();
   call.int8_history = int8_history;
+  call.int8_momentum = !a.momentum_scales.empty();
   run(call);
 }
 
 void step_cpu(const StepArguments& a) {
   const CheckedCall checked = check_step_arguments(a);
-  TORCH_CHECK(a.momentum_scales.empty(), "tmsgd_step: the CPU kernel does not implement an ",
-              "8-bit momentum buffer yet (momentum_dtype=torch.int8); use backend=\"torch\"");
   if (a.params.empty()) {
     return;
   }
