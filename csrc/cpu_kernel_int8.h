@@ -209,9 +209,11 @@ struct BlockAbsmaxes {
 // codes. With kEncodePrevious (both blocks whole) the loop also encodes the previous block, so
 // that its divisions overlap this block's loads and arithmetic instead of running alone.
 template <typename P, Buffer kBuffer, bool kEncodePrevious>
-C10_ALWAYS_INLINE BlockAbsmaxes step_block(const Block<P>& k, const UpdateScalars<float>& s,
-                                           const PendingBlock& previous_d_new,
-                                           const PendingBlock& previous_buffer) {
+C10_ALWAYS_INLINE BlockAbsmaxes step_block(const Block<P> k, const UpdateScalars<float> s,
+                                           const PendingBlock previous_d_new,
+                                           const PendingBlock previous_buffer) {
+  // Everything by value: the codes' int8 stores may alias any memory the compiler cannot see is
+  // private, which would reload every pointer, scale and flag after each of them.
   using Vec = Vectorized<float>;
   constexpr int64_t kLanes = Vec::size();
   constexpr int64_t kStep = 2 * kLanes;
