@@ -13,7 +13,8 @@ element. Step times: torch.utils.benchmark over further steps of the same model,
     python bench/step_in_backward_memory.py              # GPT-2 small (12 layers) and the CNN
     python bench/step_in_backward_memory.py --layers 2   # a shorter GPT-2 (quick look)
 
-writes bench/results/step_in_backward_memory.json (or --out).
+writes bench/results/step_in_backward_memory.json (or --out); --table prints the markdown
+table of docs/STEP_IN_BACKWARD.md from it.
 """
 
 from __future__ import annotations
@@ -264,13 +265,44 @@ def _free_grads_of(params):
     return None
 
 
+def table(result: dict) -> str:
+    """The docs' memory table (markdown) from a result file."""
+    lines = []
+    for model_name, rows in result["models"].items():
+        elements = next(iter(rows.values()))["elements"]
+        params = next(iter(rows.values()))["params_bytes"]
+        lines += [f"**{model_name}**: {elements / 1e6:.1f}M params, "
+                  f"{params / 2**20:.0f} MiB allocated for them.", "",
+                  "| optimizer | peak MiB | peak - params, B/elem | beyond params + "
+                  "activations, B/elem | step s (median, IQR) |",
+                  "|---|---:|---:|---:|---:|"]
+        for name, row in rows.items():
+            lines.append(
+                f"| {name} | {row['peak_bytes'] / 2**20:.0f} | "
+                f"{row['peak_minus_params_B_per_elem']:.2f} | "
+                f"{row['peak_beyond_params_and_activations_B_per_elem']:.2f} | "
+                f"{row['step_s_median']:.2f} ({row['step_s_iqr']:.2f}) |")
+        lines.append("")
+    host = result["host_time"]
+    lines += [f"**Host time**, {host['tensors']} params of {host['numel']} elements "
+              f"(backward and step, median us):", "", "| pattern | us |", "|---|---:|"]
+    lines += [f"| {name} | {row['step_us_median']:.0f} |" for name, row in host.items()
+              if isinstance(row, dict)]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "step_in_backward_memory.json")
+    parser.add_argument("--table", action="store_true",
+                        help="print the markdown table of an existing result file (--out)")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return
     result = {"machine": machine(), "lr": LR, "profiled_steps": args.steps, "models": {},
               "host_time": host_time()}
     for model_name, (make_model, loss_of) in models(args.layers).items():

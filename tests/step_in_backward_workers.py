@@ -1,7 +1,8 @@
-"""What each rank runs in tests/test_step_in_backward_distributed.py: FSDP2 (`fully_shard`) with
-the step inside backward, beside FSDP2 with normal steps on the same ranks and data. FSDP2 runs
-post-accumulate-grad hooks on the sharded DTensor params once their gradient shard is reduced,
-so the hooks step this rank's shards."""
+"""What each rank runs in tests/test_step_in_backward_distributed.py: FSDP2 (`fully_shard`) and
+DDP with the step inside backward, beside the same engine with normal steps on the same ranks and
+data. FSDP2 runs post-accumulate-grad hooks on the sharded DTensor params once their gradient
+shard is reduced, so the hooks step this rank's shards; under DDP the step runs in its comm hook
+after each bucket's all-reduce."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ from pathlib import Path
 
 from distributed_workers import (
     HALF,
+    OPTIONS,
     batches,
     fsdp2_model_and_optimizer,
+    make_model,
     snapshot,
     train,
 )
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+from torch.nn.parallel import DistributedDataParallel
 
-from tmsgd_kernels import step_in_backward
+from tmsgd_kernels import TMSGD, step_in_backward
 
 
 def backward_only(model: nn.Module, data, rank: int, world_size: int) -> None:
@@ -26,7 +30,13 @@ def backward_only(model: nn.Module, data, rank: int, world_size: int) -> None:
         nn.functional.mse_loss(model(x), y).backward()
 
 
-def fsdp2_in_backward(rank: int, world_size: int, folder: Path, backend: str) -> dict:
+def in_backward(rank: int, world_size: int, folder: Path, backend: str) -> dict:
+    """Both engines in one process group (one spawn: most of a run's time)."""
+    return {"fsdp2": fsdp2_in_backward(rank, world_size, backend),
+            "ddp": ddp_in_backward(rank, world_size, backend)}
+
+
+def fsdp2_in_backward(rank: int, world_size: int, backend: str) -> dict:
     """Normal steps, and the step in backward with torch.distributed.checkpoint creating the
     state first (its state-creating optimizer.step() passes through) and a switch back to normal
     steps for the last half: both as this rank's shards and gathered, plus what hooks left."""
@@ -46,3 +56,47 @@ def fsdp2_in_backward(rank: int, world_size: int, folder: Path, backend: str) ->
             "normal": snapshot(normal_model, normal_optimizer, gather=False),
             "in_backward": snapshot(model, optimizer, gather=False),
             "full": snapshot(model, optimizer)}
+
+
+def ddp_model(backend: str):
+    """DDP over the test MLP with a bucket per param or two (several comm-hook calls per
+    backward) and gradients as bucket views."""
+    model = make_model()
+    ddp = DistributedDataParallel(model, bucket_cap_mb=1e-4, gradient_as_bucket_view=True)
+    return ddp, TMSGD(model.parameters(), backend=backend, **OPTIONS)
+
+
+def ddp_in_backward(rank: int, world_size: int, backend: str) -> dict:
+    """Normal DDP steps; the step in DDP's comm hook, then back to normal steps; and two
+    micro-batches per step folded in the comm hook against DDP's own accumulation (no_sync,
+    then one step)."""
+    data = batches()
+    normal, normal_optimizer = ddp_model(backend)
+    train(normal, normal_optimizer, data, rank, world_size)
+
+    hooked, optimizer = ddp_model(backend)
+    handle = step_in_backward(optimizer, ddp=hooked)
+    backward_only(hooked, data[:HALF], rank, world_size)
+    grads_zeroed = all(not p.grad.any() for p in hooked.parameters())
+    handle.remove()
+    train(hooked, optimizer, data[HALF:], rank, world_size)
+
+    accumulated, accumulated_optimizer = ddp_model(backend)
+    folded, folded_optimizer = ddp_model(backend)
+    fold = step_in_backward(folded_optimizer, accumulation_steps=2, ddp=folded)
+    for x, y in data:
+        x, y = x.chunk(world_size)[rank], y.chunk(world_size)[rank]
+        halves = list(zip(x.chunk(2), y.chunk(2)))
+        with accumulated.no_sync():
+            (nn.functional.mse_loss(accumulated(halves[0][0]), halves[0][1]) / 2).backward()
+        (nn.functional.mse_loss(accumulated(halves[1][0]), halves[1][1]) / 2).backward()
+        accumulated_optimizer.step()
+        accumulated_optimizer.zero_grad(set_to_none=True)
+        for part_x, part_y in halves:
+            (nn.functional.mse_loss(folded(part_x), part_y) / 2).backward()
+    fold.remove()
+    return {"grads_zeroed": grads_zeroed,
+            "normal": snapshot(normal.module, normal_optimizer),
+            "in_backward": snapshot(hooked.module, optimizer),
+            "accumulated": snapshot(accumulated.module, accumulated_optimizer),
+            "folded": snapshot(folded.module, folded_optimizer)}

@@ -166,6 +166,21 @@ def test_momentum_turned_on_mid_run_in_backward(backend, small_buckets):
     handle.remove()
 
 
+def test_bf16_autocast_is_the_normal_step(small_buckets):
+    """Mixed precision without a scaler: fp32 params and gradients, bf16 compute."""
+    model_a, opt_a, model_b, opt_b = pair(OPTION_SETS["momentum"], "torch")
+    handle = step_in_backward(opt_a)
+    for batch in batches(3):
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+            loss_a, loss_b = loss_of(model_a, batch), loss_of(model_b, batch)
+        loss_a.backward()
+        opt_b.zero_grad()
+        loss_b.backward()
+        opt_b.step()
+    assert_same(model_a, opt_a, model_b, opt_b)
+    handle.remove()
+
+
 def test_params_without_gradient_are_not_stepped(small_buckets):
     model_a, opt_a, model_b, opt_b = pair(OPTION_SETS["momentum"], "torch")
     handle = step_in_backward(opt_a)
@@ -363,6 +378,8 @@ def test_bad_calls_are_refused():
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="accumulation_steps"):
             step_in_backward(optimizer, accumulation_steps=bad)
+    with pytest.raises(TypeError, match="DistributedDataParallel"):
+        step_in_backward(optimizer, ddp=model)
     loss_of(model, batches(1)[0]).backward()
     with pytest.raises(RuntimeError, match="zero_grad"):
         step_in_backward(optimizer)
@@ -440,6 +457,19 @@ def test_grad_scaler_is_refused_before_any_change():
         loss_of(model, batches(1)[0]).backward()
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert not optimizer.state
+    handle.remove()
+
+
+def test_grad_scaler_step_names_the_scaler():
+    """Nothing marks a scaled backward pass, so the first is stepped (documented); GradScaler's
+    step then meets a clear refusal instead of stepping again."""
+    model = mlp()
+    optimizer = TMSGD(model.parameters(), lr=0.1, capturable=True)
+    handle = step_in_backward(optimizer)
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.scale(loss_of(model, batches(1)[0])).backward()
+    with pytest.raises(RuntimeError, match="GradScaler"):
+        scaler.step(optimizer)
     handle.remove()
 
 

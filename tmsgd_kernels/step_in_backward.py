@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -26,6 +27,9 @@ from .overlap import check_no_overlap
 from .param_state import BUFFER_SCALES_KEY, SCALE_KEYS, history_dtype, prepare, real_view
 from .plan_checks import first_mismatched_grad
 from .validation import validate_gradient, validate_hyperparameters
+
+if TYPE_CHECKING:
+    from torch.nn.parallel import DistributedDataParallel
 
 # Params with fewer elements wait for others of their group, device and dtype and are stepped
 # with them in one call, at most this many elements at a time, or at the end of the backward
@@ -73,17 +77,20 @@ class StepInBackward:
         self._prepared: dict[int, _Prepared] = {}
         self._pending: dict[tuple, list[torch.Tensor]] = {}
         self._pending_elements: dict[tuple, int] = {}
-        self._partial: dict[int, tuple[torch.Tensor, backward_fold.Partial]] = {}
+        # id(param) -> (its group, its fold record), for params folded in the current cycle
+        self._partial: dict[int, tuple[dict, backward_fold.Partial]] = {}
         self._micro_batch = 0  # backward passes completed in the current cycle
         self._callback_queued = False
         self._handles: list = []
+        # Under DDP: waits for the steps its comm hook runs outside the autograd thread.
+        self.wait_for_steps = None
 
     @property
     def micro_batch(self) -> int:
         """Micro-batches folded in the current cycle (0 at a cycle's boundary)."""
         return self._micro_batch
 
-    def _attach(self) -> None:
+    def _attach(self, ddp) -> None:
         optimizer = self.optimizer
         params = []
         for number, group in enumerate(optimizer.param_groups):
@@ -92,8 +99,12 @@ class StepInBackward:
                     continue
                 self._where[id(param)] = (number, index)
                 params.append(param)
-        for param in params:
-            self._handles.append(param.register_post_accumulate_grad_hook(self._hook))
+        if ddp is None:
+            for param in params:
+                self._handles.append(param.register_post_accumulate_grad_hook(self._hook))
+        else:  # imported here: torch.distributed is optional
+            from .ddp_step_in_backward import attach
+            self._handles.append(attach(ddp, self, params))
         self._handles += [
             optimizer.register_step_pre_hook(self._refuse_step),
             optimizer.register_state_dict_pre_hook(self._refuse_mid_cycle),
@@ -117,6 +128,7 @@ class StepInBackward:
     def _refuse_step(self, optimizer, args, kwargs) -> None:
         if is_checkpoint_state_init(optimizer):
             return  # torch.distributed.checkpoint creating the state (counts stay 0)
+        self._refuse_scaler()  # GradScaler(capturable=True) sets these, then calls step()
         raise RuntimeError(
             "optimizer.step() while tmsgd_kernels.step_in_backward is on: the params are "
             "stepped inside backward() and their gradients are already freed, and a closure "
@@ -144,9 +156,7 @@ class StepInBackward:
         if param.grad is None:
             return
         try:
-            if not self._callback_queued:
-                torch.autograd.Variable._execution_engine.queue_callback(self._end_of_backward)
-                self._callback_queued = True
+            self.queue_end_of_backward()
             self._take(param)
         except BaseException:
             self._abandon()
@@ -168,6 +178,8 @@ class StepInBackward:
     def _end_of_backward(self) -> None:
         self._callback_queued = False
         try:
+            if self.wait_for_steps is not None:
+                self.wait_for_steps()
             for key in list(self._pending):
                 self._flush(key)
         except BaseException:
@@ -210,12 +222,19 @@ class StepInBackward:
 
     # ---------------------------------------------------------------------- steps
 
-    def _run(self, number: int, params: list[torch.Tensor]) -> None:
-        """Step (or fold) `params` of group `number` with their gradients, then free those.
-        Everything is checked before any state is created or changed."""
+    # Under no_grad: the autograd thread runs hooks with grad mode off, but DDP's bucket steps
+    # run where the all-reduce completes, with the thread's own grad mode.
+    @torch.no_grad()
+    def _run(self, number: int, params: list[torch.Tensor],
+             grads: list[torch.Tensor] | None = None) -> None:
+        """Step (or fold) `params` of group `number` with their gradients (`.grad`, then freed;
+        or `grads`, which the caller owns). Everything is checked before any state is created
+        or changed."""
         self._refuse_scaler()
         group = self.optimizer.param_groups[number]
-        grads = [param.grad for param in params]
+        free = grads is None
+        if free:
+            grads = [param.grad for param in params]
         local_params, local_grads = [local(p) for p in params], [local(g) for g in grads]
         mismatched = first_mismatched_grad(local_params, local_grads)
         if mismatched >= 0:
@@ -238,8 +257,31 @@ class StepInBackward:
             self._step(params, prepared, grads, group)
         else:
             self._fold(params, prepared, grads, group)
-        for param in params:
-            param.grad = None
+        if free:
+            for param in params:
+                param.grad = None
+
+    def owns(self, param: torch.Tensor) -> bool:
+        return id(param) in self._where
+
+    def step_reduced(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        """Step (or fold) those of `params` this handle owns with `grads`, gradients reduced
+        outside autograd's hooks (a DDP bucket's, ddp_step_in_backward.py), by group."""
+        by_group: dict[int, tuple[list, list]] = {}
+        for param, grad in zip(params, grads):
+            if self.owns(param):
+                entry = by_group.setdefault(self._group_position(param)[0], ([], []))
+                entry[0].append(param)
+                entry[1].append(grad)
+        for number, (owned, owned_grads) in by_group.items():
+            self._run(number, owned, owned_grads)
+
+    def queue_end_of_backward(self) -> None:
+        """Make the end of the running backward pass end this handle's micro-batch (called on
+        the autograd thread: from a hook, or from DDP's comm hook)."""
+        if not self._callback_queued:
+            torch.autograd.Variable._execution_engine.queue_callback(self._end_of_backward)
+            self._callback_queued = True
 
     def _prepare(self, param: torch.Tensor, group: dict) -> _Prepared:
         state = self.optimizer.state[param]
@@ -323,6 +365,7 @@ class StepInBackward:
         for pairs in mores.values():
             backward_fold.fold_more(*map(list, zip(*pairs)), group)
 
+    @torch.no_grad()
     def _apply_cycle(self) -> None:
         classes: dict[tuple, list] = {}
         for group, partial in self._partial.values():
@@ -335,7 +378,8 @@ class StepInBackward:
         self._stepped()
 
 
-def step_in_backward(optimizer: TMSGD, accumulation_steps: int = 1) -> StepInBackward:
+def step_in_backward(optimizer: TMSGD, accumulation_steps: int = 1, *,
+                     ddp: DistributedDataParallel | None = None) -> StepInBackward:
     """Step every param of `optimizer` inside backward(), as soon as its gradient is complete,
     and free the gradient (docs/STEP_IN_BACKWARD.md).
 
@@ -344,6 +388,11 @@ def step_in_backward(optimizer: TMSGD, accumulation_steps: int = 1) -> StepInBac
     rounding, bounded in the docs) to k accumulated backward passes and one optimizer.step().
     The accumulating state must hold fp32: a history narrower than fp32 (bf16, fp16, 8-bit), or
     momentum with fp16/bf16 params, is refused for k > 1.
+
+    Under DistributedDataParallel pass the DDP model as `ddp`: the params are then stepped in
+    its communication hook after each bucket's all-reduce (ddp_step_in_backward.py), since
+    hooks on the params would run before it. FSDP2 needs nothing: it runs the params' hooks
+    after its reduce-scatter.
 
     Returns a handle whose `remove()` returns to optimizer.step(). While it is on,
     optimizer.step() raises; a GradScaler cannot be used (bf16 autocast can), nor global-norm
@@ -377,6 +426,6 @@ def step_in_backward(optimizer: TMSGD, accumulation_steps: int = 1) -> StepInBac
                         f"accumulate parameter {index} of group "
                         f"{optimizer.param_groups.index(group)}: {problem}")
     check_no_overlap([local(p) for p in params])
-    handle._attach()
+    handle._attach(ddp)
     _active[optimizer] = handle
     return handle
