@@ -148,10 +148,11 @@ CONFIGS = {
     "TMSGD-M 0.9, int8 history": _tmsgd(False, momentum=MOMENTUM, history_dtype=torch.int8),
     "TMSGD-M 0.9, int8 history, in backward": _tmsgd(True, momentum=MOMENTUM,
                                                      history_dtype=torch.int8),
-    # The native CPU kernel refuses 8-bit momentum buffers for now: the torch step runs them.
-    "TMSGD-M 0.9, int8 history and momentum, in backward (torch backend)": _tmsgd(
-        True, momentum=MOMENTUM, history_dtype=torch.int8, momentum_dtype=torch.int8,
-        backend="torch"),
+    "TMSGD-M 0.9, int8 history and momentum": _tmsgd(False, momentum=MOMENTUM,
+                                                     history_dtype=torch.int8,
+                                                     momentum_dtype=torch.int8),
+    "TMSGD-M 0.9, int8 history and momentum, in backward": _tmsgd(
+        True, momentum=MOMENTUM, history_dtype=torch.int8, momentum_dtype=torch.int8),
 }
 
 
