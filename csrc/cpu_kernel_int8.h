@@ -187,14 +187,14 @@ struct Block {
   const P* g;
   const int8_t* codes1;
   float scale1;
-  const int8_t* codes2;  // read here; overwritten with d_new's codes later
+  const int8_t* codes2;      // read here; overwritten with d_new's codes later
   float scale2;
-  P* buf;                // Buffer::kParam
-  const int8_t* buf_codes;  // Buffer::kInt8: read here; overwritten later
+  P* buf;                    // Buffer::kParam
+  const int8_t* buf_codes;   // Buffer::kInt8: read here; overwritten later
   float buf_scale;
   int64_t n;
   float* d_new;
-  float* new_buf;        // Buffer::kInt8: the fp32 new buffer
+  float* new_buf;            // Buffer::kInt8: the fp32 new buffer
 };
 
 // The block's two absmaxes: d_new's, and the new buffer's (Buffer::kInt8).
