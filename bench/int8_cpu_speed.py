@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -160,7 +161,9 @@ def main() -> None:
 
     result = {"machine": machine(), "cpu_capability": cpu_capability(), "case": CASE.name,
               "elements": CASE.stepped_elements, "rounds": args.rounds,
-              "calls_per_round": args.calls, "targets": TARGETS, "runs": []}
+              "calls_per_round": args.calls, "targets": TARGETS, "runs": [],
+              # Other jobs on a shared machine: the 1-minute load average before and after.
+              "load_average": [os.getloadavg()[0]]}
     for threads in args.threads:
         torch.set_num_threads(threads)
         for momentum in (False, True):
@@ -177,6 +180,7 @@ def main() -> None:
             floor = config["int8_floor_ms"]
             print(f"  int8 at the ceiling's bandwidth: {floor['median']:.2f} ms"
                   f" (fastest {floor['fastest']:.2f})")
+    result["load_average"].append(os.getloadavg()[0])
     args.out.write_text(json.dumps(result, indent=1) + "\n")
 
 
