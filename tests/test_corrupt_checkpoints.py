@@ -174,8 +174,9 @@ CORRUPT = {
     "switch_step beyond int64": (_set("param_groups", 1, "switch_step", value=2**63),
                                  "switch_step"),
     "switch_step a float": (_set("param_groups", 1, "switch_step", value=2.0), "switch_step"),
-    "history_dtype a string": (_set("param_groups", 0, "history_dtype", value="float32"),
-                               "history_dtype"),
+    # Saved names ("float32") are accepted; another string is not a dtype.
+    "history_dtype an unknown name": (_set("param_groups", 0, "history_dtype", value="fp8"),
+                                      "history_dtype"),
     "history_dtype int": (_set("param_groups", 0, "history_dtype", value=torch.int32),
                           "history_dtype"),
 }

@@ -159,12 +159,6 @@ def test_fsdp2_distributed_checkpoint_resume_is_bit_exact(fsdp2) -> None:
         assert_same(rank["resumed"], rank["uninterrupted"])
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="TMSGD's param groups hold torch.dtype values (history_dtype, momentum_dtype), which "
-           "torch.distributed's state-dict gathering refuses: get_optimizer_state_dict with "
-           "full_state_dict=True (or cpu_offload=True) raises 'Unexpected value type <class "
-           "'torch.dtype'>' for any history_dtype other than None")
 def test_fsdp2_gathered_state_dict_holds_the_whole_8bit_state(fsdp2) -> None:
     """get_optimizer_state_dict(full_state_dict=True) gathers codes and scales into whole plain
     tensors, and set_optimizer_state_dict shards them back, both bit for bit."""

@@ -20,7 +20,7 @@ from .overlap import check_no_overlap
 from .plan_checks import first_mismatched_grad
 from .state_format import prepare_load
 from .torch_step import Parity
-from .validation import validate_gradient, validate_hyperparameters
+from .validation import DTYPE_KEYS, dtype_name, validate_gradient, validate_hyperparameters
 
 
 class TMSGD(Optimizer):
@@ -296,6 +296,18 @@ class TMSGD(Optimizer):
             return
         for index, entries in zip(fresh, buffers):
             self.state[group["params"][index]].update(entries)
+
+    @torch._disable_dynamo
+    def state_dict(self) -> dict:
+        """As torch.optim's, with the groups' dtypes (history_dtype, momentum_dtype) saved by
+        name ("int8"): torch.distributed.checkpoint's gathering refuses torch.dtype values.
+        load_state_dict takes names and dtypes."""
+        state_dict = super().state_dict()
+        for group in state_dict["param_groups"]:  # new dicts, not the optimizer's groups
+            for key in DTYPE_KEYS:
+                if key in group:
+                    group[key] = dtype_name(group[key])
+        return state_dict
 
     @torch._disable_dynamo
     def load_state_dict(self, state_dict: dict) -> None:

@@ -33,7 +33,7 @@ import torch
 from . import int8_history
 from .local_tensors import like_param
 from .param_state import real_view
-from .validation import validate_hyperparameters
+from .validation import DTYPE_KEYS, dtype_from_name, validate_hyperparameters
 
 _V2 = {"step", "delta_even", "delta_odd"}
 # An 8-bit history: int8 codes under the history keys and their block scales (int8_history.py).
@@ -233,6 +233,8 @@ def prepare_load(optimizer, state_dict: dict) -> tuple[dict, list[dict]]:
         # the backend is this process's choice, not the checkpoint's.
         new = {**optimizer.defaults, **saved, "params": group["params"],
                "backend": group["backend"]}
+        for key in DTYPE_KEYS:  # saved by name (TMSGD.state_dict), or as dtypes
+            new[key] = dtype_from_name(new[key])
         if "param_names" in group and "param_names" not in saved:
             new["param_names"] = group["param_names"]
         try:

@@ -16,6 +16,21 @@ from .local_tensors import describe, same_distribution
 HISTORY_DTYPES = (None, torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int8)
 # None keeps each buffer in its param's dtype, as torch.optim.SGD does.
 MOMENTUM_DTYPES = (None, torch.int8)
+# The group keys that hold dtypes. A state dict saves them by name ("int8"):
+# torch.distributed.checkpoint's gathering (full_state_dict, cpu_offload) takes only tensors,
+# numbers, strings and containers.
+DTYPE_KEYS = ("history_dtype", "momentum_dtype")
+_DTYPES_BY_NAME = {str(d).removeprefix("torch."): d for d in HISTORY_DTYPES if d is not None}
+
+
+def dtype_name(value: object) -> object:
+    """A dtype as the name a state dict saves; anything else unchanged."""
+    return str(value).removeprefix("torch.") if isinstance(value, torch.dtype) else value
+
+
+def dtype_from_name(value: object) -> object:
+    """A saved dtype name as the dtype; anything else unchanged (validation judges it)."""
+    return _DTYPES_BY_NAME.get(value, value) if isinstance(value, str) else value
 PARAM_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 _INT64_MAX = 2**63 - 1
 
