@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch.distributed.checkpoint as dcp
 from distributed_workers import (
     HALF,
     OPTIONS,
+    _checkpoint,
+    _restore,
     batches,
     fsdp2_model_and_optimizer,
     make_model,
@@ -32,14 +35,16 @@ def backward_only(model: nn.Module, data, rank: int, world_size: int) -> None:
 
 def in_backward(rank: int, world_size: int, folder: Path, backend: str) -> dict:
     """Both engines in one process group (one spawn: most of a run's time)."""
-    return {"fsdp2": fsdp2_in_backward(rank, world_size, backend),
+    return {"fsdp2": fsdp2_in_backward(rank, world_size, folder, backend),
             "ddp": ddp_in_backward(rank, world_size, backend)}
 
 
-def fsdp2_in_backward(rank: int, world_size: int, backend: str) -> dict:
+def fsdp2_in_backward(rank: int, world_size: int, folder: Path, backend: str) -> dict:
     """Normal steps, and the step in backward with torch.distributed.checkpoint creating the
     state first (its state-creating optimizer.step() passes through) and a switch back to normal
-    steps for the last half: both as this rank's shards and gathered, plus what hooks left."""
+    steps for the last half: both as this rank's shards and gathered, plus what hooks left.
+    Also: a distributed checkpoint saved half way with the hooks on, restored into a model and
+    optimizer built afresh (other weights) whose hooks take the last half."""
     data = batches()
     normal_model, normal_optimizer = fsdp2_model_and_optimizer(backend)
     train(normal_model, normal_optimizer, data, rank, world_size)
@@ -50,9 +55,17 @@ def fsdp2_in_backward(rank: int, world_size: int, backend: str) -> dict:
     counts_after_creation = sorted({int(s["step"]) for s in optimizer.state.values()})
     backward_only(model, data[:HALF], rank, world_size)
     grads_left = [p.grad is not None for p in model.parameters()]
+    dcp.save(_checkpoint(model, optimizer), checkpoint_id=str(folder / "in_backward"))
     handle.remove()
     train(model, optimizer, data[HALF:], rank, world_size)
+
+    resumed, resumed_optimizer = fsdp2_model_and_optimizer(backend, seed=123)
+    resumed_handle = step_in_backward(resumed_optimizer)
+    _restore(resumed, resumed_optimizer, folder / "in_backward")
+    backward_only(resumed, data[HALF:], rank, world_size)
+    resumed_handle.remove()
     return {"counts_after_creation": counts_after_creation, "grads_left": grads_left,
+            "resumed": snapshot(resumed, resumed_optimizer, gather=False),
             "normal": snapshot(normal_model, normal_optimizer, gather=False),
             "in_backward": snapshot(model, optimizer, gather=False),
             "full": snapshot(model, optimizer)}

@@ -1,5 +1,6 @@
 """step_in_backward under FSDP2 and DDP on two local CPU ranks (gloo). FSDP2: the hooks on the
-sharded params step each rank's shards bit for bit as FSDP2 with optimizer.step() does, and the
+sharded params step each rank's shards bit for bit as FSDP2 with optimizer.step() does (also
+after a distributed checkpoint saved and restored with the hooks on), and the
 run ends where one process with normal steps ends (compared with torch.testing's fp32
 tolerance, since the reduce-scatter sums in another order; see tests/test_distributed.py). DDP:
 the step in the comm hook is DDP with optimizer.step() bit for bit; two folded micro-batches
@@ -36,6 +37,7 @@ def test_fsdp2_step_in_backward_is_fsdp2_with_normal_steps(results) -> None:
         assert result["counts_after_creation"] == [0]
         assert not any(result["grads_left"])
         assert_snapshots_close(result["in_backward"], result["normal"], exact=True)
+        assert_snapshots_close(result["resumed"], result["normal"], exact=True)
     assert_snapshots_close(results[0]["fsdp2"]["full"], single_process_run(BACKEND, batches()))
 
 
