@@ -181,6 +181,44 @@ def test_bf16_autocast_is_the_normal_step(small_buckets):
     handle.remove()
 
 
+@pytest.mark.parametrize("backend", HERE)
+def test_complex_and_fp64_params(backend):
+    """Complex params step as real views, fp64 params in fp64: in backward bit for bit, and two
+    folded micro-batches close to two accumulated backward passes."""
+    generator = torch.Generator().manual_seed(7)
+    start = [torch.randn(6, 5, dtype=torch.complex64, generator=generator),
+             torch.randn(9, dtype=torch.float64, generator=generator)]
+    micro = [[torch.randn(t.shape, dtype=t.dtype, generator=generator) for t in start]
+             for _ in range(6)]
+    runs = {}
+    for name in ("normal", "hooked", "folded"):
+        params = [nn.Parameter(t.clone().to(DEVICE)) for t in start]
+        runs[name] = (params, TMSGD(params, backend=backend, **OPTION_SETS["momentum"]))
+    hooked = step_in_backward(runs["hooked"][1])
+    folded = step_in_backward(runs["folded"][1], accumulation_steps=2)
+
+    def loss(params, coefficients):  # the real part of sum(conj(c) p): gradient c
+        return sum((c.conj().to(DEVICE) * p).real.sum() for p, c in zip(params, coefficients))
+
+    for first, second in zip(micro[::2], micro[1::2]):
+        for name, (params, optimizer) in runs.items():
+            if name == "folded":
+                loss(params, first).backward()
+                loss(params, second).backward()
+                continue
+            total = [a + b for a, b in zip(first, second)]
+            loss(params, total).backward()
+            if name == "normal":
+                optimizer.step()
+                optimizer.zero_grad()
+    for reference, other in zip(runs["normal"][0], runs["hooked"][0]):
+        assert torch.equal(reference, other)
+    for reference, other in zip(runs["normal"][0], runs["folded"][0]):
+        torch.testing.assert_close(other, reference)
+    hooked.remove()
+    folded.remove()
+
+
 def test_params_without_gradient_are_not_stepped(small_buckets):
     model_a, opt_a, model_b, opt_b = pair(OPTION_SETS["momentum"], "torch")
     handle = step_in_backward(opt_a)
