@@ -227,3 +227,12 @@ def test_protocol_end_to_end_on_a_tiny_lattice(tmp_path, monkeypatch) -> None:  
     assert (tmp_path / "paired_differences.png").exists() is False
     all_plots(results, tmp_path)
     assert (tmp_path / "paired_differences.png").exists()
+
+
+def test_steps_factor_multiplies_every_budget() -> None:
+    from dataclasses import replace
+
+    for task in TASK_NAMES:
+        t = get_task(task)
+        assert protocol.steps_for(task, replace(FULL, steps_factor=4)) == 4 * t.steps_full
+        assert protocol.steps_for(task, QUICK) == t.steps_quick

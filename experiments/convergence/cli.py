@@ -8,6 +8,7 @@ an interrupted run leaves the finished tasks' results (``--report-only`` redraws
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import time
@@ -53,13 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=list(TASK_NAMES))
     p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default docs/experiments/<quick|full>)")
+                   help="output folder (default docs/experiments/<quick|full>[-steps<N>x])")
+    p.add_argument("--steps-factor", type=int, default=1,
+                   help="multiply every task's step budget (issue 25: rerun at 4x)")
     p.add_argument("--no-theory", action="store_true", help="skip the theory section")
     p.add_argument("--report-only", action="store_true",
                    help="redraw summary.md and figures from an existing runs.json")
     args = p.parse_args(argv)
     config = FULL if args.full else QUICK
-    out = args.out or DEFAULT_OUT / config.mode
+    if args.steps_factor < 1:
+        p.error("--steps-factor must be a positive integer")
+    config = dataclasses.replace(config, steps_factor=args.steps_factor)
+    name = config.mode if config.steps_factor == 1 else f"{config.mode}-steps{config.steps_factor}x"
+    out = args.out or DEFAULT_OUT / name
     out.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         write(json.loads((out / "runs.json").read_text()), out)

@@ -30,6 +30,7 @@ class Config:
     # fine windows span the anchors of the configuration's cover set (design.COVER_SETS); the
     # quick run searches only around each configuration's own anchors, to stay a few minutes
     cover_lrs: bool = True
+    steps_factor: int = 1  # every task's step budget times this (issue 25: budgets 4x)
 
 
 QUICK = Config(

@@ -34,7 +34,7 @@ def lr_of(e: int) -> float:
 
 def steps_for(task: str, config: Config) -> int:
     t = get_task(task)
-    return t.steps_quick if config.quick else t.steps_full
+    return config.steps_factor * (t.steps_quick if config.quick else t.steps_full)
 
 
 def score(values: list[float | None], higher_is_better: bool) -> float:
