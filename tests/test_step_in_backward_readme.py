@@ -1,4 +1,4 @@
-"""The README's step-in-backward examples (docs/STEP_IN_BACKWARD.md, README section) run as
+"""The README's step-in-backward examples (its section "Stepping inside backward") run as
 written, and do what they say: every step taken inside backward, the checkpoint resumed, every
 fourth micro-batch applying a step."""
 
@@ -9,11 +9,15 @@ from pathlib import Path
 
 import pytest
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "STEP_IN_BACKWARD.md"
+DOC = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def examples() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    """The python blocks of the README's section "Stepping inside backward"."""
+    text = DOC.read_text()
+    start = text.index("### Stepping inside backward")
+    end = text.index("\n## ", start)
+    return re.findall(r"```python\n(.*?)```", text[start:end], flags=re.S)
 
 
 def counts(optimizer) -> set[int]:
