@@ -16,6 +16,7 @@ from kernel_contract import (
     INT8_HISTORY,
     INT8_KERNELS,
     INT8_MOMENTUM,
+    INT8_MOMENTUM_ORACLE,
     KERNEL_ORDER,
     LIST_NAMES,
     ODD_SHAPES,
@@ -642,6 +643,7 @@ def test_int8_against_the_oracle(implementation, dtype, options):
 # ------------------------------------------------------- 8-bit momentum buffers (momentum_dtype)
 
 INT8_MOMENTUM_RUNS = implementations(lambda i: i.name in INT8_MOMENTUM)
+INT8_MOMENTUM_ORACLE_RUNS = implementations(lambda i: i.name in INT8_MOMENTUM_ORACLE)
 INT8_MOMENTUM_BIT_EXACT = implementations(lambda i: i.name in INT8_MOMENTUM & INT8_KERNELS)
 INT8_MOMENTUM_OPTIONS = {
     "momentum": dict(momentum=0.9),
@@ -654,7 +656,7 @@ INT8_MOMENTUM_OPTIONS = {
 @pytest.mark.parametrize("options", INT8_MOMENTUM_OPTIONS.values(),
                          ids=INT8_MOMENTUM_OPTIONS.keys())
 @pytest.mark.parametrize("dtype", INT8_DTYPES, ids=str)
-@pytest.mark.parametrize("implementation", INT8_MOMENTUM_RUNS)
+@pytest.mark.parametrize("implementation", INT8_MOMENTUM_ORACLE_RUNS)
 def test_int8_momentum_against_the_oracle(implementation, dtype, options):
     """12 steps with 8-bit history and buffers against the float64 oracle within the bound
     derived from both quantization errors (tests/int8_tolerance.py); half the params start at
