@@ -85,8 +85,6 @@ def pair(options: dict, backend: str):
 @pytest.mark.parametrize("backend", HERE)
 @pytest.mark.parametrize("options", OPTION_SETS, ids=str)
 def test_step_in_backward_is_the_normal_step(backend, options, small_buckets):
-    if options == "int8_momentum" and backend not in ("torch", "cpu"):
-        pytest.skip("the CUDA and Triton kernels refuse 8-bit momentum buffers for now")
     model_a, opt_a, model_b, opt_b = pair(OPTION_SETS[options], backend)
     # A scheduler on each: the hooks read the group's lr when they step.
     sched_a = torch.optim.lr_scheduler.StepLR(opt_a, step_size=2, gamma=0.5)
