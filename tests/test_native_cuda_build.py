@@ -144,33 +144,37 @@ def test_step_kernels_vector_path_and_no_contraction() -> None:
     assert "mul.rn.f32" in ptx and "ptxasOptions =  --fmad false" in ptx
 
 
-INT8_KERNEL = re.compile(r"tmsgd_int8_kernel<([\w:]+), (true|false)>")
+# tmsgd_int8_kernel<P, momentum> (no buffer or a float one), tmsgd_int8_momentum_kernel<P> (an
+# 8-bit buffer).
+INT8_KERNEL = re.compile(r"tmsgd_int8(_momentum)?_kernel<([\w:]+)(?:, (true|false))?>")
+BUFFERS = ("none", "float", "int8")
 
 
-def _per_int8_kernel(text: str, marker: str) -> dict[tuple[str, bool], str]:
+def _per_int8_kernel(text: str, marker: str) -> dict[tuple[str, str], str]:
     """The part of a listing that follows each 8-bit history kernel's `marker` line, by (param,
-    momentum)."""
+    buffer: none, float or int8)."""
     parts = {}
     for chunk in text.split(marker)[1:]:
         found = INT8_KERNEL.search(chunk.splitlines()[0])
         if found:
-            parts[(CPP_TYPES[found[1]], found[2] == "true")] = chunk
+            buffer = "int8" if found[1] else ("float" if found[3] == "true" else "none")
+            parts[(CPP_TYPES[found[2]], buffer)] = chunk
     return parts
 
 
 def test_int8_kernels_registers_shuffles_and_no_local_memory() -> None:
-    """The 8-bit history kernels (fp32, fp16, bf16 params, with and without momentum): no local
-    memory or stack (each lane's 8 values of d_new stay in registers), at least 3 blocks of 256
-    threads per SM (sm_90, CUDA 13.0: 74 / 78 registers), and the block's absmax by warp
-    shuffles (5 butterfly steps of 32 lanes)."""
+    """The 8-bit history kernels (fp32, fp16, bf16 params; no buffer, a float one, an 8-bit one):
+    no local memory or stack (each lane's 8 values of d_new stay in registers), at least 3
+    blocks of 256 threads per SM (sm_90, CUDA 13.0: 74 / 78 registers), and each block's absmax
+    by warp shuffles (5 butterfly steps of 32 lanes; twice with an 8-bit buffer)."""
     usage = _per_int8_kernel(_sm90(_cuobjdump("--dump-resource-usage")), "Function ")
-    assert sorted(usage) == sorted((p, m) for p in ("fp32", "fp16", "bf16") for m in (False, True))
+    assert sorted(usage) == sorted((p, b) for p in ("fp32", "fp16", "bf16") for b in BUFFERS)
     for key, chunk in usage.items():
         registers = int(re.search(r"REG:(\d+)", chunk)[1])
         assert int(re.search(r"LOCAL:(\d+)", chunk)[1]) == 0, key
         assert int(re.search(r"STACK:(\d+)", chunk)[1]) == 0, key
         assert min(8, 65536 // (256 * (-(-registers // 8) * 8))) >= 3, (key, registers)
     sass = _per_int8_kernel(_sm90(_cuobjdump("-sass")), "Function : ")
-    assert len(sass) == 6
+    assert len(sass) == 9
     for key, chunk in sass.items():
-        assert chunk.count("SHFL.BFLY") >= 5, key
+        assert chunk.count("SHFL.BFLY") >= (10 if key[1] == "int8" else 5), key
