@@ -25,7 +25,7 @@ SOURCES := setup.py pyproject.toml requirements-test.txt tmsgd_kernels/_version.
 	$(wildcard build_backend/*.py) \
 	$(wildcard csrc/*.cpp csrc/*.h csrc/*.cu csrc/cpu_capability/*.cpp)
 
-.PHONY: setup run bench test lint experiments experiments-full auxvar auxvar-full clean gpu-check \
+.PHONY: setup run bench test lint experiments experiments-full auxvar auxvar-full auxvar-solvers auxvar-solvers-full clean gpu-check \
 	emulate-sanitize
 
 setup: $(STAMP)
@@ -73,6 +73,14 @@ auxvar: setup
 
 auxvar-full: setup
 	$(PY) -m experiments.auxvar --full
+
+# The block-coordinate solver study (docs/AUXVAR.md section 5b): quick (under a minute), full
+# (~36 min here).
+auxvar-solvers: setup
+	$(PY) -m experiments.auxvar.solver_study --quick
+
+auxvar-solvers-full: setup
+	$(PY) -m experiments.auxvar.solver_study --full
 
 lint: setup
 	$(PY) -m ruff check .
