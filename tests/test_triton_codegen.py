@@ -240,6 +240,15 @@ INT8_REGISTER_BOUNDS = {"table": 72, "flat": 72, "rows": 136}
 INT8_BUFFER_REGISTER_BOUNDS = {"table": 72, "flat": 72, "rows": 152}
 
 
+def _stack_bytes_allowed(kernel: str, codes: bool, config: str) -> int:
+    """0, except one case: ptxas may hold the row-by-row kernel with an 8-bit buffer at the large
+    config to 128 registers with an 8-byte stack frame (the divisions' slow-path call) and no
+    local memory: Triton 3.6.0 and 3.9.0 did so for bf16 params in CI (2026-12-04), where a
+    helper's earlier 3.9.0 build used 141-142 registers and no stack. A cost of speed on a path
+    for rows with a short block or misaligned tensors, not of results."""
+    return 8 if kernel == "rows" and codes and config == "large" else 0
+
+
 @pytest.mark.parametrize("kernel", ["table", "flat", "rows"])
 @pytest.mark.parametrize("case", INT8_CASES, ids=lambda c: f"{c[0]}/i8 momentum={c[1]}")
 def test_int8_history_registers_vectors_and_arithmetic(compiled, kernel, case):
@@ -254,7 +263,8 @@ def test_int8_history_registers_vectors_and_arithmetic(compiled, kernel, case):
         block, warps = compiled[f"rule {name}"]
         result = compiled[f"{kernel} {name} {param}/i8 momentum={momentum}"]
         assert result["regs"] <= bounds[kernel], (name, result)
-        assert result["local"] == 0 and result["stack"] == 0, (name, result)
+        assert result["local"] == 0, (name, result)
+        assert result["stack"] <= _stack_bytes_allowed(kernel, codes, name), (name, result)
         elements = block // (32 * warps)
         vectors = (result["ld_16B"], result["st_16B"], result["ld_8B"], result["st_8B"])
         if kernel == "rows":
