@@ -63,6 +63,17 @@ class _Prepared:
         return self.fresh_entries is not None
 
 
+def _accumulator_problem(group: dict, params) -> tuple[torch.Tensor, str] | None:
+    """The first of `params` (of `group`) that cannot accumulate over micro-batches, and why
+    (backward_fold.accumulator_problem), or None."""
+    for param in params:
+        problem = backward_fold.accumulator_problem(
+            history_dtype(group, param), real_view(param).dtype, group)
+        if problem is not None:
+            return param, problem
+    return None
+
+
 def _layout(tensor: torch.Tensor) -> tuple:
     return tensor.data_ptr(), tensor.dtype, tensor.shape, tensor.stride()
 
@@ -243,14 +254,13 @@ class StepInBackward:
                               f"group {number}, parameter {position}")
         if self.accumulation_steps > 1:
             validate_hyperparameters(group)
-            for param in params:
-                problem = backward_fold.accumulator_problem(
-                    history_dtype(group, param), real_view(param).dtype, group)
-                if problem is not None:
-                    raise RuntimeError(
-                        f"step_in_backward(accumulation_steps={self.accumulation_steps}) cannot "
-                        f"accumulate group {number}, parameter "
-                        f"{self._group_position(param)[1]}: {problem}")
+            found = _accumulator_problem(group, params)
+            if found is not None:
+                param, problem = found
+                raise RuntimeError(
+                    f"step_in_backward(accumulation_steps={self.accumulation_steps}) cannot "
+                    f"accumulate group {number}, parameter "
+                    f"{self._group_position(param)[1]}: {problem}")
         prepared = [self._prepare(param, group) for param in params]
         grads = [real_view(g) for g in local_grads]
         if self.accumulation_steps == 1:
@@ -416,15 +426,14 @@ def step_in_backward(optimizer: TMSGD, accumulation_steps: int = 1, *,
             f"would add to; call optimizer.zero_grad() (set_to_none=True) first")
     for group in optimizer.param_groups:
         validate_hyperparameters(group)
-        if accumulation_steps > 1:
-            for index, param in enumerate(group["params"]):
-                problem = backward_fold.accumulator_problem(
-                    history_dtype(group, param), real_view(param).dtype, group)
-                if problem is not None:
-                    raise ValueError(
-                        f"step_in_backward(accumulation_steps={accumulation_steps}) cannot "
-                        f"accumulate parameter {index} of group "
-                        f"{optimizer.param_groups.index(group)}: {problem}")
+        found = _accumulator_problem(group, group["params"]) if accumulation_steps > 1 else None
+        if found is not None:
+            param, problem = found
+            index = next(i for i, p in enumerate(group["params"]) if p is param)
+            raise ValueError(
+                f"step_in_backward(accumulation_steps={accumulation_steps}) cannot "
+                f"accumulate parameter {index} of group "
+                f"{optimizer.param_groups.index(group)}: {problem}")
     check_no_overlap([local(p) for p in params])
     handle._attach(ddp)
     _active[optimizer] = handle
