@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 import torch
+from int8_training import small_model, train
 
 from tmsgd_kernels import TMSGD, int8_history
 from tmsgd_kernels.int8_history import BLOCK, CODE_MAX
@@ -93,26 +94,11 @@ def test_which_params_take_an_8_bit_history(shape, dtype, layout, eligible):
         assert state["delta_even"].dtype == param.dtype
 
 
-def _model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.Tanh(), torch.nn.Linear(96, 10))
-
-
-def _train(model, optimizer, steps, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        x = torch.randn(32, 64, generator=generator)
-        y = torch.randint(0, 10, (32,), generator=generator)
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-
-
 def test_resume_is_bit_exact_and_the_checkpoint_holds_codes_and_scales():
-    model = _model()
+    model = small_model()
     optimizer = TMSGD(model.parameters(), lr=0.05, momentum=0.5, history_dtype=torch.int8,
                       backend="torch")
-    _train(model, optimizer, 3)
+    train(model, optimizer, 3)
     saved = copy.deepcopy(optimizer.state_dict())
     weight_state = saved["state"][0]
     assert weight_state["delta_even"].dtype == torch.int8
@@ -122,8 +108,8 @@ def test_resume_is_bit_exact_and_the_checkpoint_holds_codes_and_scales():
     twin_optimizer = TMSGD(twin.parameters(), lr=0.05, momentum=0.5,
                            history_dtype=torch.int8, backend="torch")
     twin_optimizer.load_state_dict(saved)
-    _train(model, optimizer, 3, seed=1)
-    _train(twin, twin_optimizer, 3, seed=1)
+    train(model, optimizer, 3, seed=1)
+    train(twin, twin_optimizer, 3, seed=1)
     for a, b in zip(model.parameters(), twin.parameters()):
         assert torch.equal(a, b)
 
@@ -132,9 +118,9 @@ def test_conversion_both_ways_keeps_the_history_within_half_a_step():
     """Setting a group's history_dtype (after loading an fp32-history checkpoint, say) converts
     each eligible param's history when the plan is next built: encoded within half a
     quantization step per element, and decoded exactly back."""
-    model = _model()
+    model = small_model()
     optimizer = TMSGD(model.parameters(), lr=0.05, backend="torch")
-    _train(model, optimizer, 3)
+    train(model, optimizer, 3)
     weight = next(model.parameters())
     history = optimizer.state[weight]["delta_odd"].clone()
     optimizer.param_groups[0]["history_dtype"] = torch.int8
@@ -160,9 +146,9 @@ def test_conversion_both_ways_keeps_the_history_within_half_a_step():
     (lambda s: s.pop("delta_odd_scales"), "delta_odd_scales"),
 ])
 def test_a_corrupt_8_bit_checkpoint_is_refused_naming_the_key(corrupt, key):
-    model = _model()
+    model = small_model()
     optimizer = TMSGD(model.parameters(), lr=0.05, history_dtype=torch.int8, backend="torch")
-    _train(model, optimizer, 2)
+    train(model, optimizer, 2)
     saved = copy.deepcopy(optimizer.state_dict())
     corrupt(saved["state"][0])
     before = copy.deepcopy(optimizer.state_dict())

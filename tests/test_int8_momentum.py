@@ -9,27 +9,13 @@ import copy
 
 import pytest
 import torch
+from int8_training import small_model, train
 
 from tmsgd_kernels import TMSGD, int8_history
 from tmsgd_kernels.functional import init_state, tmsgd
 from tmsgd_kernels.int8_history import BLOCK
 
 INT8 = dict(history_dtype=torch.int8, momentum_dtype=torch.int8)
-
-
-def _model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.Tanh(), torch.nn.Linear(96, 10))
-
-
-def _train(model, optimizer, steps, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        x = torch.randn(32, 64, generator=generator)
-        y = torch.randint(0, 10, (32,), generator=generator)
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
 
 
 def _half_step_bound(scales: torch.Tensor, columns: int) -> torch.Tensor:
@@ -59,9 +45,9 @@ def test_bad_momentum_dtypes_are_refused(options, message):
 def test_which_params_get_8_bit_buffers_and_what_the_state_holds():
     """Params with an 8-bit history get 8-bit buffers (codes in the param's shape, one scale per
     block of a row); the others keep a buffer in their own dtype, as their history."""
-    model = _model()
+    model = small_model()
     optimizer = TMSGD(model.parameters(), lr=0.05, momentum=0.9, backend="torch", **INT8)
-    _train(model, optimizer, 2)
+    train(model, optimizer, 2)
     weight, bias = model[0].weight, model[0].bias
     state = optimizer.state[weight]
     assert state["momentum_buffer"].dtype == torch.int8
@@ -106,9 +92,9 @@ def test_the_optimizer_steps_as_the_functional_step_with_8_bit_buffers():
 def test_momentum_started_late_gets_an_8_bit_buffer_equal_to_the_gradient():
     """Momentum turned on after steps: the first momentum step takes buf = g (as torch.optim.SGD)
     and the new buffer enters the state as codes and scales."""
-    model = _model()
+    model = small_model()
     optimizer = TMSGD(model.parameters(), lr=0.05, backend="torch", **INT8)
-    _train(model, optimizer, 2)
+    train(model, optimizer, 2)
     optimizer.param_groups[0]["momentum"] = 0.9
     weight = model[0].weight
     optimizer.zero_grad()
@@ -122,9 +108,9 @@ def test_momentum_started_late_gets_an_8_bit_buffer_equal_to_the_gradient():
 
 
 def test_resume_is_bit_exact_and_the_checkpoint_holds_the_buffer_codes():
-    model = _model()
+    model = small_model()
     optimizer = TMSGD(model.parameters(), lr=0.05, momentum=0.9, backend="torch", **INT8)
-    _train(model, optimizer, 3)
+    train(model, optimizer, 3)
     saved = copy.deepcopy(optimizer.state_dict())
     assert saved["state"][0]["momentum_buffer"].dtype == torch.int8
     assert saved["state"][0]["momentum_buffer_scales"].shape == (96, 1)
@@ -135,8 +121,8 @@ def test_resume_is_bit_exact_and_the_checkpoint_holds_the_buffer_codes():
     twin_optimizer = TMSGD(twin.parameters(), lr=0.05, momentum=0.9, backend="torch", **INT8)
     twin_optimizer.load_state_dict(saved)
     assert twin_optimizer.param_groups[0]["momentum_dtype"] is torch.int8
-    _train(model, optimizer, 3, seed=1)
-    _train(twin, twin_optimizer, 3, seed=1)
+    train(model, optimizer, 3, seed=1)
+    train(twin, twin_optimizer, 3, seed=1)
     for a, b in zip(model.parameters(), twin.parameters()):
         assert torch.equal(a, b)
 
@@ -145,10 +131,10 @@ def test_conversion_both_ways_keeps_the_buffer_within_half_a_step():
     """An fp32-buffer checkpoint loaded into an optimizer whose group asks for 8-bit buffers is
     encoded within half a quantization step; setting momentum_dtype back to None decodes it
     exactly."""
-    model = _model()
+    model = small_model()
     optimizer = TMSGD(model.parameters(), lr=0.05, momentum=0.9, backend="torch",
                       history_dtype=torch.int8)
-    _train(model, optimizer, 3)
+    train(model, optimizer, 3)
     weight = model[0].weight
     buffer = optimizer.state[weight]["momentum_buffer"].clone()
     optimizer.param_groups[0]["momentum_dtype"] = torch.int8
@@ -168,9 +154,9 @@ def test_conversion_both_ways_keeps_the_buffer_within_half_a_step():
 def test_an_8_bit_checkpoint_loads_into_torch_sgd_form_and_back():
     """A TMSGD checkpoint with 8-bit buffers loads into a TMSGD without them (momentum_dtype
     from the checkpoint's group, then set to None by the user): the buffer decodes exactly."""
-    model = _model()
+    model = small_model()
     optimizer = TMSGD(model.parameters(), lr=0.05, momentum=0.9, backend="torch", **INT8)
-    _train(model, optimizer, 2)
+    train(model, optimizer, 2)
     saved = copy.deepcopy(optimizer.state_dict())
     other = TMSGD(model.parameters(), lr=0.05, momentum=0.9, backend="torch")
     other.load_state_dict(saved)
@@ -190,9 +176,9 @@ def test_an_8_bit_checkpoint_loads_into_torch_sgd_form_and_back():
     (lambda s: s.pop("momentum_buffer"), "momentum_buffer"),
 ])
 def test_a_corrupt_8_bit_buffer_is_refused_naming_the_key(corrupt, key):
-    model = _model()
+    model = small_model()
     optimizer = TMSGD(model.parameters(), lr=0.05, momentum=0.9, backend="torch", **INT8)
-    _train(model, optimizer, 2)
+    train(model, optimizer, 2)
     saved = copy.deepcopy(optimizer.state_dict())
     corrupt(saved["state"][0])
     before = copy.deepcopy(optimizer.state_dict())
