@@ -25,7 +25,7 @@ SOURCES := setup.py pyproject.toml requirements-test.txt tmsgd_kernels/_version.
 	$(wildcard build_backend/*.py) \
 	$(wildcard csrc/*.cpp csrc/*.h csrc/*.cu csrc/cpu_capability/*.cpp)
 
-.PHONY: setup run bench test lint experiments experiments-full auxvar auxvar-full auxvar-solvers auxvar-solvers-full clean gpu-check \
+.PHONY: setup run bench test lint experiments experiments-full experiments-budget auxvar auxvar-full auxvar-solvers auxvar-solvers-full clean gpu-check \
 	emulate-sanitize
 
 setup: $(STAMP)
@@ -66,6 +66,11 @@ experiments: setup
 
 experiments-full: setup
 	$(PY) -m experiments.convergence --full
+
+# Issue 25's budget run (design.BUDGET_*): 4x steps, primary and momentum families; the theory
+# section does not depend on budgets and is left to the full run
+experiments-budget: setup
+	$(PY) -m experiments.convergence --budget --no-theory
 
 # Auxiliary-variable study (docs/AUXVAR.md): quick (~2 min here) and full (~45 min here).
 auxvar: setup

@@ -236,3 +236,78 @@ def test_steps_factor_multiplies_every_budget() -> None:
         t = get_task(task)
         assert protocol.steps_for(task, replace(FULL, steps_factor=4)) == 4 * t.steps_full
         assert protocol.steps_for(task, QUICK) == t.steps_quick
+
+
+def test_budget_run_is_declared_fresh_and_restricted() -> None:
+    """Issue 25's budget run: 4x every budget, only the primary and momentum families' groups
+    (no Adam, no cosine, no other three-step rule), 3 validation seeds, test seeds no other
+    run of this loop used (the full and quick runs, issue 15's runs, the 8-bit study's 400-411)."""
+    from experiments.convergence.config import BUDGET
+    from experiments.convergence.design import BUDGET_TASKS, budget_test_seeds, groups_for
+
+    assert BUDGET.steps_factor == 4 and BUDGET.families == ("primary", "momentum")
+    assert groups_for(BUDGET.families) == ("sgd", "sgdm", "nesterov", "tmsgd", "tmsgdm",
+                                           "tmsgd_warm")
+    assert groups_for(tuple(FAMILIES)) == tuple(GROUPS)  # the full design keeps Adam
+    seeds = set(BUDGET.final_seeds)
+    assert BUDGET.final_seeds == budget_test_seeds()
+    assert len(seeds) == n_seeds(len(BUDGET_TASKS), BUDGET.families) >= MIN_SEEDS
+    others = set(FULL.final_seeds) | set(QUICK.final_seeds) | USED_TEST_SEEDS | set(range(400, 412))
+    assert not seeds & others and not seeds & set(BUDGET.grid_seeds)
+    assert len(BUDGET.grid_seeds) >= 3
+    assert set(BUDGET_TASKS) <= set(TASK_NAMES)
+
+
+def test_holm_counts_a_declared_task_not_run_with_p_one() -> None:
+    """A family's correction is as strict as declared: a declared task that did not run adds
+    its comparisons with p = 1 (statsmodels' Holm over the padded list)."""
+    rng = np.random.default_rng(1)
+    base = rng.normal(90, 1, 12)
+    metrics = {g: list(base + rng.normal(0, 0.3, 12)) for g in GROUPS}
+    metrics["tmsgd"] = list(base + 0.4 + rng.normal(0, 0.3, 12))
+    tasks = {"digits_cnn": _fake_task(metrics)}
+    fams = ("primary", "momentum")
+    full = analyse(tasks, fams, ("digits_cnn", "keypoints"))
+    assert full["family_sizes"] == {"primary": 4, "momentum": 4}
+    assert full["family_run"] == {"primary": 2, "momentum": 2}
+    assert {c["family"] for c in full["comparisons"]} == set(fams)
+    for family in fams:
+        rows = [c for c in full["comparisons"] if c["family"] == family]
+        ref = multipletests([c["p_t"] for c in rows] + [1.0, 1.0], method="holm")[1][:2]
+        assert [c["p_holm"] for c in rows] == pytest.approx(list(ref), rel=1e-12)
+    ref_all = multipletests([c["p_t"] for c in full["comparisons"]] + [1.0] * 4,
+                            method="holm")[1][:4]
+    assert [c["p_holm_all"] for c in full["comparisons"]] == pytest.approx(list(ref_all))
+    alone = analyse(tasks, fams)  # declared = run: no padding, a smaller correction
+    tm = next(c for c in alone["comparisons"] if c["challenger"] == "tmsgd")
+    tm_full = next(c for c in full["comparisons"] if c["challenger"] == "tmsgd")
+    assert tm["p_holm"] < tm_full["p_holm"]
+    with pytest.raises(ValueError, match="not declared"):
+        analyse(tasks, fams, ("keypoints",))
+
+
+def test_restricted_protocol_searches_only_its_families_groups(monkeypatch) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    task = get_task("ctr_fair")
+    monkeypatch.setattr(type(task), "steps_quick", 4)
+    cfg = Config("test", True, (0,), (300,), {"sgd": (-4,), "adam": (-12,)}, 0, 0, 50)
+    res = protocol.run_task("ctr_fair", replace(cfg, families=("primary",)), workers=1)
+    assert set(res["selected"]) == {"sgd", "tmsgd", "tmsgd_warm"}
+    tried = {r["spec"]["optimizer"] for r in res["runs"]}
+    assert "adam" not in tried and not any(n.startswith(("ms_", "tmsgdm")) for n in tried)
+
+
+def test_anchored_by_names_every_coarse_family_anchors_reads() -> None:
+    """anchors() succeeds with exactly the coarse families anchored_by() names, for every
+    configuration of every group (so a restricted run skips only coarse runs nobody reads)."""
+    best_all = {"sgd": -4, "tmsgd": -6, "sgdm0.9": -8, "nesterov0.9": -9, "tmsgdm0.9": -10,
+                "adam": -20}
+    for task in TASK_NAMES:
+        for group in GROUPS:
+            for name in members(group, task):
+                need = protocol.anchored_by(name)
+                assert protocol.anchors(name, {f: best_all[f] for f in need})
+                for f in need:
+                    with pytest.raises(KeyError):
+                        protocol.anchors(name, {k: best_all[k] for k in need - {f}})

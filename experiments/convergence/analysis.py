@@ -5,7 +5,9 @@ For a comparison on a task the unit is the seed: challenger and baseline ran wit
 challenger is better. A seed where either run diverged leaves the paired tests; the number of
 such seeds is reported, and a side that diverged on more than a quarter of the seeds gets the
 verdict "diverges" whatever the rest say. Holm's correction runs within each declared family
-(design.FAMILIES); Holm over all comparisons is kept as a sensitivity line.
+(design.FAMILIES); Holm over all comparisons is kept as a sensitivity line. A run declares its
+families and tasks; a declared task it did not reach counts its comparisons with p = 1, so the
+correction is as strict as the declaration whatever happened to the run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from experiments.stats import compare_paired, holm
 
-from .design import ALPHA, COMPARISONS, FAMILIES, FAMILY_OF
+from .design import ALPHA, FAMILIES, FAMILY_OF
 from .tasks import get_task
 
 
@@ -76,35 +78,50 @@ def verdict(c: dict[str, Any], p_key: str = "p_holm") -> str:
     return "better" if c["mean_diff"] > 0 else "worse"
 
 
-def analyse(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Summaries per task and group; every declared comparison with Holm-adjusted p-values
-    within its family (``p_holm``, ``verdict``) and over all comparisons run (``p_holm_all``,
+def _holm_padded(pvalues: list[float], missing: int) -> list[float]:
+    """Holm-adjusted ``pvalues`` as if ``missing`` more comparisons had p = 1."""
+    return holm(pvalues + [1.0] * missing)[: len(pvalues)]
+
+
+def analyse(tasks: dict[str, dict[str, Any]], families: tuple[str, ...] = tuple(FAMILIES),
+            declared_tasks: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Summaries per task and group; every comparison of ``families`` with Holm-adjusted
+    p-values within its family (``p_holm``, ``verdict``) and over all of them (``p_holm_all``,
     ``verdict_all``: the sensitivity line).
 
-    A family is every (task, comparison) of that family that was run; the sizes are reported
-    so a partial run is visible."""
+    A family is its comparisons on every declared task (None: the tasks run); those of a
+    declared task missing from ``tasks`` count with p = 1. ``family_sizes`` are the declared
+    sizes, ``family_run`` how many of them ran, so a partial run is visible."""
+    declared = tuple(tasks) if declared_tasks is None else tuple(declared_tasks)
+    if not set(tasks) <= set(declared):
+        raise ValueError(f"tasks {sorted(set(tasks) - set(declared))} were not declared")
+    missing = len(declared) - len(tasks)
     summaries = {t: {g: summary(by_seed(res, g)) | {"config": res["selected"][g]["config"],
                                                      "lr": res["selected"][g]["lr"]}
                      for g in res["selected"]} for t, res in tasks.items()}
     comps: list[dict[str, Any]] = []
     for task, res in tasks.items():
-        for challenger, baseline in COMPARISONS:
+        for challenger, baseline in (c for f in families for c in FAMILIES[f]):
             c = paired(task, by_seed(res, challenger), by_seed(res, baseline))
             comps.append({"task": task, "challenger": challenger, "baseline": baseline,
                           "family": FAMILY_OF[(challenger, baseline)],
                           "challenger_config": res["selected"][challenger]["config"],
                           "baseline_config": res["selected"][baseline]["config"], **c})
-    for c, p in zip(comps, holm([c["p_t"] for c in comps])):
+    per_task = sum(len(FAMILIES[f]) for f in families)
+    for c, p in zip(comps, _holm_padded([c["p_t"] for c in comps], missing * per_task)):
         c["p_holm_all"] = p
         c["verdict_all"] = verdict(c, "p_holm_all")
-    sizes = {}
-    for family in FAMILIES:
+    sizes, ran = {}, {}
+    for family in families:
         members = [c for c in comps if c["family"] == family]
-        sizes[family] = len(members)
-        for c, p in zip(members, holm([c["p_t"] for c in members])):
+        sizes[family] = len(declared) * len(FAMILIES[family])
+        ran[family] = len(members)
+        adjusted = _holm_padded([c["p_t"] for c in members], missing * len(FAMILIES[family]))
+        for c, p in zip(members, adjusted):
             c["p_holm"] = p
             c["verdict"] = verdict(c)
-    order = list(FAMILIES)
+    order = list(families)
     comps.sort(key=lambda c: order.index(c["family"]))  # stable: task order kept within
     return {"summaries": summaries, "comparisons": comps, "alpha": ALPHA,
-            "family_sizes": sizes}
+            "families": list(families), "declared_tasks": list(declared),
+            "family_sizes": sizes, "family_run": ran}

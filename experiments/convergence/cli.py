@@ -11,13 +11,14 @@ import argparse
 import dataclasses
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from .analysis import analyse
-from .config import FULL, QUICK
-from .design import ALPHA, FAMILIES, TARGET_EFFECT, TARGET_POWER, family_size
+from .config import BUDGET, FULL, QUICK
+from .design import ALPHA, BUDGET_TASKS, FAMILIES, TARGET_EFFECT, TARGET_POWER, family_size
 from .plots import all_plots
 from .protocol import run_task
 from .report import summary_markdown
@@ -40,7 +41,9 @@ def _machine() -> str:
 
 def write(results: dict[str, Any], out: Path) -> None:
     """Analyse and write runs.json, summary.md and the figures."""
-    results["analysis"] = analyse(results["tasks"])
+    declared = results.get("declared", {})  # runs made before these keys existed lack them
+    families = tuple(results["config"].get("families", FAMILIES))
+    results["analysis"] = analyse(results["tasks"], families, declared.get("tasks"))
     (out / "runs.json").write_text(json.dumps(results, indent=1, default=str))
     (out / "summary.md").write_text(summary_markdown(results))
     all_plots(results, out)
@@ -51,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="the quick protocol (default)")
     size.add_argument("--full", action="store_true", help="the full protocol (reported)")
+    size.add_argument("--budget", action="store_true",
+                      help="issue 25's budget run: the full protocol at 4x the steps, primary "
+                           "and momentum families, on design.BUDGET_TASKS")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    p.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=list(TASK_NAMES))
+    p.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=None,
+                   help="tasks, in this order (default: all; --budget: design.BUDGET_TASKS)")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default docs/experiments/<quick|full>[-steps<N>x])")
     p.add_argument("--steps-factor", type=int, default=1,
@@ -61,11 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true",
                    help="redraw summary.md and figures from an existing runs.json")
     args = p.parse_args(argv)
-    config = FULL if args.full else QUICK
+    config = BUDGET if args.budget else FULL if args.full else QUICK
     if args.steps_factor < 1:
         p.error("--steps-factor must be a positive integer")
-    config = dataclasses.replace(config, steps_factor=args.steps_factor)
-    name = config.mode if config.steps_factor == 1 else f"{config.mode}-steps{config.steps_factor}x"
+    if args.steps_factor != 1:
+        config = dataclasses.replace(config, steps_factor=config.steps_factor * args.steps_factor)
+    tasks = args.tasks or list(BUDGET_TASKS if args.budget else TASK_NAMES)
+    name = config.mode if args.steps_factor == 1 else f"{config.mode}-steps{args.steps_factor}x"
     out = args.out or DEFAULT_OUT / name
     out.mkdir(parents=True, exist_ok=True)
     if args.report_only:
@@ -74,9 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     start = time.perf_counter()
     results: dict[str, Any] = {
-        "config": config.__dict__, "machine": _machine(), "tasks": {}, "task_wall_s": {},
-        "declared": {"families": FAMILIES, "alpha": ALPHA,
-                     "family_sizes": {f: family_size(6, f) for f in FAMILIES},
+        "config": config.__dict__, "command": " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": _machine(), "tasks": {}, "task_wall_s": {},
+        "declared": {"families": {f: FAMILIES[f] for f in config.families}, "tasks": tasks,
+                     "alpha": ALPHA,
+                     "family_sizes": {f: family_size(len(tasks), f) for f in config.families},
                      "target_effect_dz": TARGET_EFFECT, "target_power": TARGET_POWER},
         "complete": False,
     }
@@ -87,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         write_theory(out, config.quick, config.quadratic_steps)
         results["task_wall_s"]["theory"] = round(time.perf_counter() - t0, 1)
         print(f"theory: {results['task_wall_s']['theory']:.0f} s", flush=True)
-    for task in args.tasks:
+    for task in tasks:
         t0 = time.perf_counter()
         results["tasks"][task] = run_task(task, config, args.workers)
         results["task_wall_s"][task] = round(time.perf_counter() - t0, 1)

@@ -5,13 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .design import (
+    BUDGET_FAMILIES,
+    BUDGET_STEPS_FACTOR,
     COARSE_E_FULL,
     COARSE_E_QUICK,
+    FAMILIES,
     QUICK_TEST_SEEDS,
     VALIDATION_SEEDS_FULL,
     VALIDATION_SEEDS_QUICK,
     WINDOW_FULL,
     WINDOW_QUICK,
+    budget_test_seeds,
     full_test_seeds,
 )
 from .tasks import TASK_NAMES
@@ -31,6 +35,9 @@ class Config:
     # quick run searches only around each configuration's own anchors, to stay a few minutes
     cover_lrs: bool = True
     steps_factor: int = 1  # every task's step budget times this (issue 25: budgets 4x)
+    # the declared families whose comparisons the run makes; the groups searched follow
+    # (design.groups_for)
+    families: tuple[str, ...] = tuple(FAMILIES)
 
 
 QUICK = Config(
@@ -54,4 +61,19 @@ FULL = Config(
     window=WINDOW_FULL,
     extend=2,
     quadratic_steps=3000,
+)
+
+# Issue 25 item 2 (design.BUDGET_*): the full protocol at 4x the steps, primary and momentum
+# families only, on its own fresh test seeds.
+BUDGET = Config(
+    mode="budget",
+    quick=False,
+    grid_seeds=VALIDATION_SEEDS_FULL,
+    final_seeds=budget_test_seeds(),
+    coarse_e=COARSE_E_FULL,
+    window=WINDOW_FULL,
+    extend=2,
+    quadratic_steps=3000,
+    steps_factor=BUDGET_STEPS_FACTOR,
+    families=BUDGET_FAMILIES,
 )

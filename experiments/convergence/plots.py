@@ -34,7 +34,7 @@ def _band(ax: Any, recs: list[dict[str, Any]], key: str, label: str, color: str)
 
 def curves(task: str, res: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for g in CURVE_GROUPS:
+    for g in (g for g in CURVE_GROUPS if g in res["selected"]):
         sel = res["selected"][g]
         recs = [r for r in res["runs"] if r["spec"]["phase"] == "final"
                 and r["spec"]["optimizer"] == sel["config"] and r["e"] == sel["e"]]
@@ -64,6 +64,8 @@ def lr_sensitivity(tasks: dict[str, Any], path: Path) -> None:
                 if r["spec"]["split"] == "val" and r["spec"]["optimizer"] == name:
                     v = r["final_metric"]
                     pts.setdefault(r["spec"]["lr"], []).append(np.nan if v is None else v)
+            if not pts:  # a group this run did not search
+                continue
             lrs = sorted(pts)
             ax.plot(lrs, [np.mean(pts[x]) for x in lrs], "o-", ms=3, color=COLORS[g],
                     label=LABELS[g] + ("" if name == g else f" {name[len(g):]}"))

@@ -18,7 +18,7 @@ import math
 from typing import Any
 
 from .config import Config
-from .design import COARSE_FAMILIES, COVER_SETS, GROUPS, MAX_VALIDATION_DIVERGED, members
+from .design import COARSE_FAMILIES, COVER_SETS, MAX_VALIDATION_DIVERGED, groups_for, members
 from .linear import Rule, stability_limit
 from .optimizers import CONFIGS, OptConfig
 from .pool import run_all
@@ -72,6 +72,18 @@ def anchors(name: str, best: dict[str, int]) -> list[int]:
     rule = _rule(cfg)
     factor = min(1.0 / rule.dc_gain(), stability_limit(rule) / 2.0)
     return [best["sgd"] + round(2 * math.log2(factor))]
+
+
+def anchored_by(name: str) -> set[str]:
+    """The coarse families whose best lr ``anchors`` reads for configuration ``name``."""
+    cfg = CONFIGS[name]
+    if name in COARSE_FAMILIES:
+        return {name}
+    if cfg.rule == "multistep" and cfg.b == (0.5, -0.5):
+        return {"tmsgdm0.9"} if cfg.momentum else {"sgd", "tmsgd"}
+    if cfg.rule == "sgd" and cfg.momentum:
+        return {"nesterov0.9" if cfg.nesterov else "sgdm0.9"}
+    return {"sgd"}
 
 
 def window(points: list[int], half: int) -> list[int]:
@@ -134,14 +146,16 @@ def edge_step(scores: dict[int, float]) -> int | None:
 
 
 def run_task(task: str, config: Config, workers: int) -> dict[str, Any]:
-    """All three stages for ``task``; returns the selection and every run record."""
+    """All three stages for ``task`` over the groups of ``config.families``; returns the
+    selection and every run record."""
     runs = TaskRuns(task, steps_for(task, config), workers)
+    names = sorted({c for g in groups_for(config.families) for c in members(g, task)})
     coarse = config.coarse_e
     val_seeds = config.grid_seeds
-    runs.run([(f, e, s, "val", "coarse") for f in COARSE_FAMILIES
+    families = [f for f in COARSE_FAMILIES if f in {a for c in names for a in anchored_by(c)}]
+    runs.run([(f, e, s, "val", "coarse") for f in families
               for e in coarse["adam" if f == "adam" else "sgd"] for s in val_seeds], "coarse")
-    best = {f: best_e(runs.val_scores(f)) for f in COARSE_FAMILIES}
-    names = sorted({c for g in GROUPS for c in members(g, task)})
+    best = {f: best_e(runs.val_scores(f)) for f in families}
     around = (covered_anchors(names, best) if config.cover_lrs
               else {c: anchors(c, best) for c in names})
     windows = {c: window(around[c], config.window) for c in names}
@@ -154,7 +168,7 @@ def run_task(task: str, config: Config, workers: int) -> dict[str, Any]:
             break
         runs.run(beyond, f"extend {k + 1}")
     selected: dict[str, dict[str, Any]] = {}
-    for group in GROUPS:
+    for group in groups_for(config.families):
         options = []
         for c in members(group, task):
             sc = runs.val_scores(c)
