@@ -51,7 +51,7 @@ MOMENTA = (0.8, 0.9, 0.95)
 # text 100/120. Table 2's image-classification row (switch 75 of 10 epochs) is not a fraction.
 WARMUPS = (0.25, 0.42, 0.75, 0.83)
 PAPER_WARMUP = {"keypoints": 0.25, "gan2d": 0.42, "ctr_widedeep": 0.75, "ctr_fair": 0.75,
-                "lstm_seq": 0.83, "digits_cnn": 0.75}
+                "lstm_seq": 0.83, "digits_cnn": 0.75, "insteval": 0.75}
 
 # Multistep coefficient candidates beyond the paper (item 7 of issue 15), fixed before any run:
 # zero-stable (b1, b2) pairs with b2 != 0 (b2 = 0 is heavy ball, already a baseline), two with

@@ -20,7 +20,7 @@ class Task(Protocol):
 
 
 TASK_NAMES: tuple[str, ...] = (
-    "digits_cnn", "ctr_fair", "lstm_seq", "ctr_widedeep", "gan2d", "keypoints"
+    "digits_cnn", "ctr_fair", "lstm_seq", "ctr_widedeep", "gan2d", "keypoints", "insteval"
 )
 
 
