@@ -25,7 +25,7 @@ SOURCES := setup.py pyproject.toml requirements-test.txt tmsgd_kernels/_version.
 	$(wildcard build_backend/*.py) \
 	$(wildcard csrc/*.cpp csrc/*.h csrc/*.cu csrc/cpu_capability/*.cpp)
 
-.PHONY: setup run bench test lint experiments experiments-full experiments-budget auxvar auxvar-full auxvar-solvers auxvar-solvers-full clean gpu-check \
+.PHONY: setup run bench test lint experiments experiments-full experiments-budget experiments-budget-insteval auxvar auxvar-full auxvar-solvers auxvar-solvers-full clean gpu-check \
 	emulate-sanitize
 
 setup: $(STAMP)
@@ -71,6 +71,11 @@ experiments-full: setup
 # section does not depend on budgets and is left to the full run
 experiments-budget: setup
 	$(PY) -m experiments.convergence --budget --no-theory
+
+# The same protocol on the real-data task added after the budget run started (design.py)
+experiments-budget-insteval: setup
+	$(PY) -m experiments.convergence --budget --no-theory --tasks insteval \
+		--out docs/experiments/budget-insteval
 
 # Auxiliary-variable study (docs/AUXVAR.md): quick (~2 min here) and full (~45 min here).
 auxvar: setup

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,7 +244,12 @@ def test_budget_run_is_declared_fresh_and_restricted() -> None:
     (no Adam, no cosine, no other three-step rule), 3 validation seeds, test seeds no other
     run of this loop used (the full and quick runs, issue 15's runs, the 8-bit study's 400-411)."""
     from experiments.convergence.config import BUDGET
-    from experiments.convergence.design import BUDGET_TASKS, budget_test_seeds, groups_for
+    from experiments.convergence.design import (
+        BUDGET_NEW_TASKS,
+        BUDGET_TASKS,
+        budget_test_seeds,
+        groups_for,
+    )
 
     assert BUDGET.steps_factor == 4 and BUDGET.families == ("primary", "momentum")
     assert groups_for(BUDGET.families) == ("sgd", "sgdm", "nesterov", "tmsgd", "tmsgdm",
@@ -256,6 +262,12 @@ def test_budget_run_is_declared_fresh_and_restricted() -> None:
     assert not seeds & others and not seeds & set(BUDGET.grid_seeds)
     assert len(BUDGET.grid_seeds) >= 3
     assert set(BUDGET_TASKS) <= set(TASK_NAMES)
+    assert set(BUDGET_NEW_TASKS) <= set(TASK_NAMES)
+    assert not set(BUDGET_NEW_TASKS) & set(BUDGET_TASKS)
+    # the make target that runs the new task names exactly the declared tasks
+    make = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    recipe = make.split("experiments-budget-insteval: setup", 1)[1].split("\n\n", 1)[0]
+    assert recipe.split("--tasks", 1)[1].split("\\")[0].split() == list(BUDGET_NEW_TASKS)
 
 
 def test_holm_counts_a_declared_task_not_run_with_p_one() -> None:

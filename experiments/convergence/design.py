@@ -109,6 +109,12 @@ BUDGET_FAMILIES = ("primary", "momentum")
 BUDGET_TASKS = ("keypoints", "ctr_widedeep", "gan2d", "lstm_seq")
 BUDGET_STEPS_FACTOR = 4
 BUDGET_TEST_SEED_START = 500
+# Declared after the run above had started (so not one of its tasks) and before its own run: the
+# real-data task issue 25 added (tasks/insteval.py; a validation-only pilot chose its target and
+# steps), through the same budget protocol as a run of its own, with its own families (two
+# comparisons each; Holm over both runs' primary comparisons is reported beside them). Test
+# seeds 500-509 as above: fresh for this task, which no run had used.
+BUDGET_NEW_TASKS = ("insteval",)
 
 
 def groups_for(families: tuple[str, ...]) -> tuple[str, ...]:
