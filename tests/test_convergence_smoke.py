@@ -323,3 +323,31 @@ def test_anchored_by_names_every_coarse_family_anchors_reads() -> None:
                 for f in need:
                     with pytest.raises(KeyError):
                         protocol.anchors(name, {k: best_all[k] for k in need - {f}})
+
+
+def test_runs_joined_are_corrected_over_the_union_of_each_family(tmp_path) -> None:  # noqa: ANN001
+    """combined.joined: Holm over one family's comparisons from every run, with each run's
+    declared-but-unrun comparisons at p = 1, as statsmodels over the same list."""
+    import json
+
+    from experiments.convergence import combined
+
+    rng = np.random.default_rng(2)
+    fams = ("primary", "momentum")
+    analyses = []
+    for task, declared in (("keypoints", ("keypoints", "gan2d")), ("digits_cnn", None)):
+        base = rng.normal(1, 0.1, 10)
+        metrics = {g: list(base + rng.normal(0, 0.05, 10)) for g in GROUPS}
+        metrics["tmsgd"] = list(base - 0.05 + rng.normal(0, 0.05, 10))
+        analyses.append(analyse({task: _fake_task(metrics)}, fams, declared))
+    rows = combined.joined(analyses)
+    for family in fams:
+        mine = [c for c in rows if c["family"] == family]
+        assert len(mine) == 4
+        ref = multipletests([c["p_t"] for c in mine] + [1.0, 1.0], method="holm")[1][:4]
+        assert [c["p_holm_joined"] for c in mine] == pytest.approx(list(ref), rel=1e-12)
+        assert all(c["p_holm_joined"] >= c["p_holm"] for c in mine)
+    for i, a in enumerate(analyses):
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "runs.json").write_text(json.dumps({"analysis": a}))
+    assert combined.main([str(tmp_path / "0"), str(tmp_path / "1")]) == 0
