@@ -5,7 +5,8 @@ each corrected within their own families. A reader who wants one family per ques
 both gets it here: the same family's comparisons from every run given, Holm over their union
 (each run's padding for declared tasks it did not reach included).
 
-    cd docs/experiments && python -m experiments.convergence.combined budget budget-insteval
+    python -m experiments.convergence.combined docs/experiments/budget \
+        docs/experiments/budget-insteval
 """
 
 from __future__ import annotations
