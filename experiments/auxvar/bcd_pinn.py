@@ -25,8 +25,9 @@ That matters more here than for the MLP: the per-point w^r depend on the auxilia
    v = t + r (W_L W_L^T + w I)^{-1} W_L, r = f - t W_L^T (a 1 x 1 system). The interior has no
    last value auxiliary: the PDE residual never uses h_{L-1}.
 3. zb_{L-1}, exactly: bcd.py's last-auxiliary block on the boundary points (lambda multiplies both
-   of its terms and cancels). With Frobenius weights w^q_{L-1} = omega_{L-1} = |W_L|^2, so both
-   dual systems have condition number at most 2.
+   of its terms and cancels). Both dual systems are 1 x 1: W_L W_L^T + w = 2 |W_L|^2, since with
+   Frobenius weights w^q_{L-1} = omega_{L-1} = |W_L|^2 (the primal width x width systems would
+   have condition number 2).
 4. For l = L-1 .. 1: (W_l, b_l), then (l >= 2) z_{l-1}, v_{l-1}, zb_{l-1}, each by one gradient
    step on its terms of J_omega with bcd.py's backtracking (step eta / (2 c / N), eta adapted per
    block, Armijo's rule c = 1e-4, the block left unchanged after 30 halvings). These blocks are
