@@ -55,7 +55,68 @@ def proximal_lstsq(a: torch.Tensor, b: torch.Tensor, x_old: torch.Tensor,
     return torch.cholesky_solve(a.mT @ b + m * rho * x_old, chol)
 
 
-class BlockCoordinateSolver:
+class BacktrackingBlocks:
+    """What the block-coordinate solvers share: the FLOP counters and one backtracking gradient
+    step per block with a scale-free step size kept per block. A solver sets ``n`` (the point
+    count its step scale uses) and defines ``_backward_flops(key)``."""
+
+    n: int
+
+    def __init__(self, eta: float) -> None:
+        if not eta > 0:
+            raise ValueError(f"eta must be positive, got {eta}")
+        # scale-free step per gradient block, keyed (kind, 1-based layer index)
+        self.eta: dict[tuple[str, int], float] = {}
+        self.eta0 = eta
+        self.flops = 0.0
+        # the part of ``flops`` that torch.utils.flop_counter does not see (factorizations and
+        # triangular solves), kept apart so that a test can check the rest against it
+        self.flops_linalg = 0.0
+
+    def _backward_flops(self, key: tuple[str, int]) -> float:
+        """Matrix-product FLOPs of the backward pass of one gradient block's local terms."""
+        raise NotImplementedError
+
+    def _linalg(self, flops: float) -> None:
+        self.flops += flops
+        self.flops_linalg += flops
+
+    def _descend(self, key: tuple[str, int], block: list[torch.Tensor], weight: float,
+                 local: Callable[[], torch.Tensor]) -> None:
+        """One backtracking gradient step on ``block`` for the local terms ``local()``, step
+        eta / (2 weight / N) with eta adapted per block."""
+        with torch.enable_grad():
+            for t in block:
+                t.requires_grad_(True)
+            try:
+                f0 = local()
+                grads = torch.autograd.grad(f0, block)
+            finally:
+                for t in block:
+                    t.requires_grad_(False)
+        f0 = float(f0.detach())
+        self.flops += self._backward_flops(key)
+        g2 = float(sum(g.square().sum() for g in grads))
+        if g2 == 0.0:
+            return
+        eta = 2.0 * self.eta.get(key, self.eta0 / 2.0)
+        scale = self.n / (2.0 * weight)
+        start = [t.detach().clone() for t in block]
+        with torch.no_grad():
+            for _ in range(MAX_HALVINGS):
+                step = eta * scale
+                for t, t0, g in zip(block, start, grads):
+                    t.copy_(t0 - step * g)
+                if float(local()) <= f0 - ARMIJO * step * g2:
+                    self.eta[key] = eta
+                    return
+                eta /= 2.0
+            for t, t0 in zip(block, start):  # no decrease found: leave the block as it was
+                t.copy_(t0)
+            self.eta[key] = eta
+
+
+class BlockCoordinateSolver(BacktrackingBlocks):
     """Sweeps of the block-coordinate method on an ``AuxVarLoss`` with adaptive weights (its
     parameters are changed in place). ``flops`` accumulates the work done."""
 
@@ -65,20 +126,12 @@ class BlockCoordinateSolver:
                              "within a sweep (weights='adaptive', weight_grad=False)")
         if loss.depth < 2:
             raise ValueError("a one-layer network has no auxiliaries: it is least squares")
-        if not eta > 0:
-            raise ValueError(f"eta must be positive, got {eta}")
         if not rho > 0:
             raise ValueError(f"rho must be positive, got {rho}")
+        super().__init__(eta)  # gradient blocks keyed ("w", l) or ("z", l)
         self.rho = rho
         self.loss = loss
         self.n = loss.inputs.shape[0]
-        # scale-free step per gradient block: key ("w", l) or ("z", l), 1-based layer index
-        self.eta: dict[tuple[str, int], float] = {}
-        self.eta0 = eta
-        self.flops = 0.0
-        # the part of ``flops`` that torch.utils.flop_counter does not see (factorizations and
-        # triangular solves), kept apart so that a test can check the rest against it
-        self.flops_linalg = 0.0
         self.omega = loss.omegas().detach().clone()
         for p in loss.parameters():  # gradients are taken block by block, only where needed
             p.requires_grad_(False)
@@ -144,45 +197,7 @@ class BlockCoordinateSolver:
         self.flops += (2.0 * n * d_in * width + 2.0 * n * width * d_out
                        + 2.0 * d_out * d_out * width + 2.0 * n * d_out * width)
 
-    def _linalg(self, flops: float) -> None:
-        self.flops += flops
-        self.flops_linalg += flops
-
     # -- gradient blocks ---------------------------------------------------------------------
-    def _descend(self, key: tuple[str, int], block: list[torch.Tensor], weight: float,
-                 local: Callable[[], torch.Tensor]) -> None:
-        """One backtracking gradient step on ``block`` for the local terms ``local()``, step
-        eta / (2 weight / N) with eta adapted per block."""
-        with torch.enable_grad():
-            for t in block:
-                t.requires_grad_(True)
-            try:
-                f0 = local()
-                grads = torch.autograd.grad(f0, block)
-            finally:
-                for t in block:
-                    t.requires_grad_(False)
-        f0 = float(f0.detach())
-        self.flops += self._backward_flops(key)
-        g2 = float(sum(g.square().sum() for g in grads))
-        if g2 == 0.0:
-            return
-        eta = 2.0 * self.eta.get(key, self.eta0 / 2.0)
-        scale = self.n / (2.0 * weight)
-        start = [t.detach().clone() for t in block]
-        with torch.no_grad():
-            for _ in range(MAX_HALVINGS):
-                step = eta * scale
-                for t, t0, g in zip(block, start, grads):
-                    t.copy_(t0 - step * g)
-                if float(local()) <= f0 - ARMIJO * step * g2:
-                    self.eta[key] = eta
-                    return
-                eta /= 2.0
-            for t, t0 in zip(block, start):  # no decrease found: leave the block as it was
-                t.copy_(t0)
-            self.eta[key] = eta
-
     def _backward_flops(self, key: tuple[str, int]) -> float:
         """Matrix-product FLOPs of the backward pass of one gradient block's local terms."""
         kind, k = key

@@ -61,18 +61,13 @@ import torch
 
 from tmsgd_kernels.auxvar import FirstOrderPINNLoss
 
-from .bcd import BlockCoordinateSolver, proximal_lstsq
+from .bcd import BacktrackingBlocks, proximal_lstsq
 
 
-class PINNBlockCoordinateSolver:
+class PINNBlockCoordinateSolver(BacktrackingBlocks):
     """Sweeps of the block-coordinate method on a ``FirstOrderPINNLoss`` with adaptive Frobenius
     weights (its parameters are changed in place). ``flops`` accumulates the work of the sweeps;
     ``flops_linalg`` is the part of it that torch.utils.flop_counter does not see."""
-
-    # bcd.py's backtracking gradient step and FLOP bookkeeping, shared rather than copied: they
-    # read only eta, eta0, n, flops, flops_linalg and _backward_flops, all defined here.
-    _descend = BlockCoordinateSolver._descend
-    _linalg = BlockCoordinateSolver._linalg
 
     def __init__(self, loss: FirstOrderPINNLoss, rho: float, eta: float = 1.0) -> None:
         if loss.weights_mode != "adaptive" or loss.weight_grad:
@@ -83,17 +78,12 @@ class PINNBlockCoordinateSolver:
                              "'fro'): its FLOP count does not cover the SVDs of spectral ones")
         if loss.depth < 2:
             raise ValueError("a one-layer network has no auxiliaries: it is least squares")
-        if not eta > 0:
-            raise ValueError(f"eta must be positive, got {eta}")
         if not rho > 0:
             raise ValueError(f"rho must be positive, got {rho}")
-        self.loss, self.rho, self.eta0 = loss, rho, eta
+        super().__init__(eta)  # gradient blocks keyed (kind, l), kind in w, z, v, zb
+        self.loss, self.rho = loss, rho
         self.lam = loss.boundary_weight
         self.n, self.m = loss.interior.shape[0], loss.boundary.shape[0]
-        # scale-free step per gradient block: key (kind, l), kind in w, z, v, zb, l 1-based
-        self.eta: dict[tuple[str, int], float] = {}
-        self.flops = 0.0
-        self.flops_linalg = 0.0
         for p in loss.parameters():  # gradients are taken block by block, only where needed
             p.requires_grad_(False)
         self.refresh_weights()
