@@ -351,3 +351,44 @@ def test_runs_joined_are_corrected_over_the_union_of_each_family(tmp_path) -> No
         (tmp_path / str(i)).mkdir()
         (tmp_path / str(i) / "runs.json").write_text(json.dumps({"analysis": a}))
     assert combined.main([str(tmp_path / "0"), str(tmp_path / "1")]) == 0
+
+
+def test_resume_runs_only_the_declared_tasks_an_interrupted_run_lacks(tmp_path, monkeypatch) -> None:  # noqa: ANN001, E501
+    """``--resume`` keeps the finished tasks' results, runs the rest, and refuses a different
+    run (another task list) rather than mixing two protocols in one report."""
+    import json
+
+    from experiments.convergence import cli
+
+    calls: list[str] = []
+
+    def fake_run_task(task: str, config: Config, workers: int) -> dict:
+        calls.append(task)
+        if task == "keypoints" and calls.count(task) == 1:
+            raise KeyboardInterrupt  # the machine stops mid-task
+        return {"result_of": task, "steps_factor": config.steps_factor}
+
+    def plain_write(results: dict, out: Path) -> None:
+        (out / "runs.json").write_text(json.dumps(results, default=str))
+        (out / "summary.md").write_text("")
+
+    monkeypatch.setattr(cli, "run_task", fake_run_task)
+    monkeypatch.setattr(cli, "write", plain_write)
+    argv = ["--no-theory", "--workers", "1", "--tasks", "ctr_fair", "keypoints",
+            "--out", str(tmp_path)]
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(argv)
+    saved = json.loads((tmp_path / "runs.json").read_text())
+    assert list(saved["tasks"]) == ["ctr_fair"] and not saved["complete"]
+    with pytest.raises(SystemExit):  # another declaration cannot resume this run
+        cli.main(["--no-theory", "--tasks", "ctr_fair", "gan2d", "--out", str(tmp_path),
+                  "--resume"])
+    assert cli.main([*argv, "--resume"]) == 0
+    assert calls == ["ctr_fair", "keypoints", "keypoints"]  # ctr_fair ran once
+    done = json.loads((tmp_path / "runs.json").read_text())
+    assert done["complete"] and done["command"] == " ".join(argv)
+    assert done["tasks"] == {"ctr_fair": {"result_of": "ctr_fair", "steps_factor": 1},
+                             "keypoints": {"result_of": "keypoints", "steps_factor": 1}}
+    assert [r["after"] for r in done["resumed"]] == [["ctr_fair"]]
+    with pytest.raises(SystemExit):  # a complete run has nothing to resume
+        cli.main([*argv, "--resume"])

@@ -2,7 +2,9 @@
 summary and figures.
 
 Tasks run one after another; runs.json, summary.md and the figures are rewritten after each, so
-an interrupted run leaves the finished tasks' results (``--report-only`` redraws from the JSON).
+an interrupted run leaves the finished tasks' results (``--report-only`` redraws from the JSON)
+and ``--resume`` runs the declared tasks it lacks. Every run is seeded per task, so a resumed
+task gives what it would have given in one go.
 """
 
 from __future__ import annotations
@@ -49,6 +51,26 @@ def write(results: dict[str, Any], out: Path) -> None:
     all_plots(results, out)
 
 
+def resumed(old: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
+    """The interrupted run ``old`` carried into ``fresh``: its finished tasks kept, the rest to run.
+
+    Only the same run may be resumed: the same configuration, declaration and command; anything
+    else would mix two protocols in one report, so it is refused.
+    """
+    if old.get("complete"):
+        raise ValueError("that run is complete: nothing to resume")
+    for key in ("config", "declared", "command"):
+        if json.loads(json.dumps(fresh[key], default=str)) != old.get(key):
+            raise ValueError(f"cannot resume: the saved run's {key} differs from this one's; "
+                             f"the saved run was made with {old.get('command')!r}")
+    done = [t for t in fresh["declared"]["tasks"] if t in old["tasks"]]
+    return {**fresh, "tasks": {t: old["tasks"][t] for t in done},
+            "task_wall_s": dict(old["task_wall_s"]),
+            "resumed": [*old.get("resumed", []),
+                        {"after": done, "machine": fresh["machine"],
+                         "previous_wall_s": old.get("wall_s", 0.0)}]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.convergence", description=__doc__)
     size = p.add_mutually_exclusive_group()
@@ -65,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps-factor", type=int, default=1,
                    help="multiply every task's step budget (issue 25: rerun at 4x)")
     p.add_argument("--no-theory", action="store_true", help="skip the theory section")
-    p.add_argument("--report-only", action="store_true",
-                   help="redraw summary.md and figures from an existing runs.json")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--report-only", action="store_true",
+                      help="redraw summary.md and figures from an existing runs.json")
+    mode.add_argument("--resume", action="store_true",
+                      help="run the declared tasks an interrupted run in --out lacks")
     args = p.parse_args(argv)
     config = BUDGET if args.budget else FULL if args.full else QUICK
     if args.steps_factor < 1:
@@ -82,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         print((out / "summary.md").read_text())
         return 0
     start = time.perf_counter()
+    command = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]
     results: dict[str, Any] = {
-        "config": config.__dict__, "command": " ".join(sys.argv[1:] if argv is None else argv),
+        "config": config.__dict__, "command": " ".join(command),
         "machine": _machine(), "tasks": {}, "task_wall_s": {},
         "declared": {"families": {f: FAMILIES[f] for f in config.families}, "tasks": tasks,
                      "alpha": ALPHA,
@@ -91,7 +117,16 @@ def main(argv: list[str] | None = None) -> int:
                      "target_effect_dz": TARGET_EFFECT, "target_power": TARGET_POWER},
         "complete": False,
     }
-    if not args.no_theory:
+    if args.resume:
+        saved = out / "runs.json"
+        if not saved.exists():
+            p.error(f"--resume: {saved} does not exist")
+        try:
+            results = resumed(json.loads(saved.read_text()), results)
+        except ValueError as e:
+            p.error(str(e))
+    previous_wall_s = results["resumed"][-1]["previous_wall_s"] if args.resume else 0.0
+    if not args.no_theory and not args.resume:
         from .theory import write as write_theory
 
         t0 = time.perf_counter()
@@ -99,13 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         results["task_wall_s"]["theory"] = round(time.perf_counter() - t0, 1)
         print(f"theory: {results['task_wall_s']['theory']:.0f} s", flush=True)
     for task in tasks:
+        if task in results["tasks"]:
+            continue
         t0 = time.perf_counter()
         results["tasks"][task] = run_task(task, config, args.workers)
         results["task_wall_s"][task] = round(time.perf_counter() - t0, 1)
-        results["wall_s"] = time.perf_counter() - start
+        results["wall_s"] = previous_wall_s + time.perf_counter() - start
         write(results, out)
         print(f"{task}: {results['task_wall_s'][task]:.0f} s", flush=True)
-    results["wall_s"] = time.perf_counter() - start
+    results["wall_s"] = previous_wall_s + time.perf_counter() - start
     results["complete"] = True
     write(results, out)
     print((out / "summary.md").read_text())
