@@ -25,7 +25,7 @@ SOURCES := setup.py pyproject.toml requirements-test.txt tmsgd_kernels/_version.
 	$(wildcard build_backend/*.py) \
 	$(wildcard csrc/*.cpp csrc/*.h csrc/*.cu csrc/cpu_capability/*.cpp)
 
-.PHONY: setup run bench test lint experiments experiments-full experiments-budget experiments-budget-insteval auxvar auxvar-full auxvar-solvers auxvar-solvers-full clean gpu-check \
+.PHONY: setup run bench test lint experiments experiments-full experiments-budget experiments-budget-insteval auxvar auxvar-full auxvar-solvers auxvar-solvers-full auxvar-solvers-pinn clean gpu-check \
 	emulate-sanitize
 
 setup: $(STAMP)
@@ -91,6 +91,11 @@ auxvar-solvers: setup
 
 auxvar-solvers-full: setup
 	$(PY) -m experiments.auxvar.solver_study --full
+
+# The PINN family of the solver study (pinn4, 10,000 evaluations; ~30-55 min here; the pipeline
+# check is `python -m experiments.auxvar.solver_study --pinn-quick`, under a minute)
+auxvar-solvers-pinn: setup
+	$(PY) -m experiments.auxvar.solver_study --pinn
 
 lint: setup
 	$(PY) -m ruff check .

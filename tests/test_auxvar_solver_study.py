@@ -1,13 +1,17 @@
 """The solver study (experiments/auxvar/solver_*.py): its declared family and seeds, the FLOP
 accounting of a run against torch's flop counter and by hand, the budget every method spends,
-the selection's divergence rule, and the pipeline end to end on a tiny budget."""
+the selection's divergence rule, and the pipeline end to end on a tiny budget; the same for the
+PINN family (pinn4 routed to the PINN block-coordinate solver, baselines on the PINN loss)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
+import torch
 from auxvar_helpers import one_thread  # noqa: F401  (autouse fixture)
+from torch.utils.flop_counter import FlopCounterMode
 
 from experiments.auxvar import solver_study
 from experiments.auxvar.solver_design import (
@@ -17,7 +21,11 @@ from experiments.auxvar.solver_design import (
     FAMILY,
     FULL,
     GRIDS,
+    PINN,
+    PINN_FAMILY,
+    PINN_QUICK,
     QUICK,
+    SIZES,
     TASKS,
     Size,
 )
@@ -95,3 +103,81 @@ def test_pipeline_end_to_end_on_a_tiny_budget(tmp_path) -> None:  # noqa: ANN001
     # the wall budget is the smallest median training time (median of two = their mean)
     expected = min((w[0] + w[1]) / 2 for w in walls.values())
     assert data["analysis"]["time_budget"]["reg4"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_pinn_family_has_each_row_once_and_fresh_disjoint_seeds() -> None:
+    assert len(PINN_FAMILY) == len(set(PINN_FAMILY)) == len(BASELINES) * len(BUDGETS)
+    assert {task for task, _, _ in PINN_FAMILY} == {"pinn4"}
+    assert not set(PINN_FAMILY) & set(FAMILY)
+    assert PINN.evals >= 10_000 and len(PINN.test_seeds) >= 10 and len(PINN.tune_seeds) >= 3
+    others = {*FULL.tune_seeds, *FULL.test_seeds, *QUICK.tune_seeds, *QUICK.test_seeds,
+              *EARLIER_TEST_SEEDS}
+    for size in (PINN, PINN_QUICK):
+        assert size.family == "pinn" and size.tasks == ("pinn4",)
+        assert not set(size.test_seeds) & (others | set(size.tune_seeds))
+    assert not set(PINN.test_seeds) & set(PINN_QUICK.test_seeds)
+
+
+def test_pinn_eval_flops_match_torchs_counter_with_module_tracking() -> None:
+    """eval_flops counts without per-module attribution (its module tracker fails inside the
+    PINN loss's nested autograd.grad); torch's own counter, modules tracked, on the same PINN
+    loss written with a non-leaf input (which the tracker accepts) counts the same FLOPs."""
+    loss = build_loss("pinn4", 0)
+    with FlopCounterMode(display=False) as counter:
+        x = loss.interior.clone().requires_grad_(True) * 1.0
+        (grad,) = torch.autograd.grad(loss.model(x).sum(), x, create_graph=True)
+        pde = ((grad * loss.velocity).sum(1, keepdim=True) - loss.source).square().mean()
+        bnd = (loss.model(loss.boundary) - loss.boundary_values).square().mean()
+        torch.autograd.grad(pde + loss.boundary_weight * bnd, loss.theta_parameters())
+    assert eval_flops(loss) == counter.get_total_flops() > 0
+
+
+def test_bcd_is_routed_to_the_solver_of_the_tasks_kind() -> None:
+    pinn = execute(SolverRun("pinn4", "bcd", 1e-8, 0, 12, 3, "test"))
+    reg = execute(SolverRun("reg4", "bcd", 1e-8, 0, 12, 3, "test"))
+    assert pinn["solver"] == "PINNBlockCoordinateSolver"
+    assert reg["solver"] == "BlockCoordinateSolver"
+    start = float(build_loss("pinn4", 0).pinn_loss(create_graph=False))
+    assert pinn["curves"]["mse"][0] == start  # the logged loss is the PINN loss
+    assert pinn["final_mse"] < start and pinn["flops"] >= 12 * pinn["flops_per_eval"]
+
+
+def test_pinn_baselines_train_on_the_pinn_loss() -> None:
+    """One GD step of the study against one step by hand on FirstOrderPINNLoss.pinn_loss."""
+    lr = 0.1
+    rec = execute(SolverRun("pinn4", "gd", lr, 0, 1, 1, "test"))
+    loss = build_loss("pinn4", 0)
+    params = loss.theta_parameters()
+    grads = torch.autograd.grad(loss.pinn_loss(), params)
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            p -= lr * g
+    assert rec["solver"] is None and rec["iterations"] == 1
+    assert rec["final_mse"] == pytest.approx(float(loss.pinn_loss(create_graph=False)),
+                                             rel=1e-12)
+
+
+def test_pinn_pipeline_end_to_end_through_the_cli(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    tiny = Size("pinn-quick", evals=3, checkpoints=1, tune_seeds=(0,), test_seeds=(310, 311),
+                tasks=("pinn4",), family="pinn")
+    monkeypatch.setitem(SIZES, "pinn-quick", tiny)
+    solver_study.main(["--pinn-quick", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "runs.json").read_text())
+    res = data["tasks"]["pinn4"]
+    assert len(res["test"]) == 2 * 4
+    assert {r["solver"] for r in res["test"] if r["spec"]["method"] == "bcd"} == {
+        "PINNBlockCoordinateSolver"}
+    assert set(res["selected"]["bcd"]["scores"]) == {"0.0001", "1e-06", "1e-08", "1e-10",
+                                                     "1e-12", "1e-14"}
+    an = data["analysis"]
+    assert [(r["task"], r["baseline"], r["budget"]) for r in an["rows"]] == list(PINN_FAMILY)
+    assert (an["family_run"], an["family_declared"]) == (6, 6)
+    assert an["union_rows"] == len(FAMILY)
+    # Holm over a superset of p-values adjusts no p-value down
+    assert all(r["p_holm_union"] >= r["p_holm"] for r in an["rows"])
+    text = (tmp_path / "summary.md").read_text()
+    assert "6 of 6 rows run" in text and "final PINN loss" in text and "(24 rows)" in text
+    # the report redraws from runs.json alone
+    (tmp_path / "summary.md").unlink()
+    solver_study.main(["--pinn-quick", "--out", str(tmp_path), "--report-only"])
+    assert (tmp_path / "summary.md").read_text() == text

@@ -3,6 +3,7 @@
     python -m experiments.auxvar.solver_study --quick    # pipeline check, about a minute
     python -m experiments.auxvar.solver_study --full     # the reported run
     python -m experiments.auxvar.solver_study --full --report-only   # redraw from runs.json
+    python -m experiments.auxvar.solver_study --pinn     # the PINN family (--pinn-quick: check)
 
 1. Tuning: every setting of every method's grid on the tuning seeds at the full budget; the
    divergence rule and the selection of solver_design. 2. Test: each method at its selected
@@ -24,47 +25,53 @@ from typing import Any
 
 import torch
 
-from .solver_design import ALPHA, BASELINES, CHALLENGER, FAMILY, GRIDS, SIZES, Size
+from .solver_design import ALPHA, BASELINES, CHALLENGER, FAMILIES, GRIDS, GRIDS_OF, SIZES, Size
 from .solver_runs import SolverRun, execute
 from .stats import holm, paired, score
+from .tasks import TASKS
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "docs" / "auxvar"
 METHODS = (CHALLENGER, *BASELINES)
+# The regression full run, whose rows join the PINN family's in the union sensitivity line
+REGRESSION_RUN = DEFAULT_OUT / "solvers-full" / "runs.json"
+LOSS_LABEL = {"regression": "MSE", "pinn": "PINN loss"}  # by tasks.TaskInfo.kind
 
 
 def _slim(rec: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in rec.items() if k != "curves"}
 
 
-def select(tune: list[dict[str, Any]], method: str) -> dict[str, Any]:
+def select(tune: list[dict[str, Any]], method: str,
+           grids: dict[str, tuple[float, ...]] = GRIDS) -> dict[str, Any]:
     """The setting of ``method`` with the lowest mean score over the tuning seeds among those
     that diverged on none (ties: the first in the grid); None if every setting diverged."""
     table = {}
-    for setting in GRIDS[method]:
+    for setting in grids[method]:
         recs = [r for r in tune if r["spec"]["method"] == method
                 and r["spec"]["setting"] == setting]
         eligible = not any(r["diverged"] for r in recs)
         table[setting] = (statistics.fmean(score(r["final_mse"]) for r in recs)
                           if eligible else math.inf)
-    best = min(GRIDS[method], key=lambda s: table[s])
+    best = min(grids[method], key=lambda s: table[s])
     return {"setting": best if math.isfinite(table[best]) else None,
             "scores": {f"{s:g}": v for s, v in table.items()},
-            "at_grid_edge": len(GRIDS[method]) > 1 and best in (GRIDS[method][0],
-                                                                 GRIDS[method][-1])}
+            "at_grid_edge": len(grids[method]) > 1 and best in (grids[method][0],
+                                                                 grids[method][-1])}
 
 
 def run_task(task: str, size: Size, log: Any = print) -> dict[str, Any]:
+    grids = GRIDS_OF[size.family]
     tune = []
     for method in METHODS:
-        for setting in GRIDS[method]:
+        for setting in grids[method]:
             for seed in size.tune_seeds:
                 tune.append(_slim(execute(SolverRun(task, method, setting, seed, size.evals,
                                                     size.checkpoints, "tune"))))
         log(f"  {task} {method}: tuned")
-    selected = {m: select(tune, m) for m in METHODS}
+    selected = {m: select(tune, m, grids) for m in METHODS}
     test = [execute(SolverRun(task, m, selected[m]["setting"], s, size.evals, size.checkpoints,
                               "test"))
-            for m in METHODS if selected[m]["setting"] is not None for s in size.test_seeds]
+            for s in size.test_seeds for m in METHODS if selected[m]["setting"] is not None]
     return {"selected": selected, "tune": tune, "test": test}
 
 
@@ -97,11 +104,11 @@ def _scores(test: list[dict[str, Any]], method: str, budget: str, t: float) -> l
     return [score(mse_at_time(r, t)) for r in recs]
 
 
-def analyse(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def analyse(tasks: dict[str, dict[str, Any]], family: str = "regression") -> dict[str, Any]:
     """Every row of the declared family that was run, Holm over the rows run."""
     rows = []
     budgets = {}
-    for task, base, budget in FAMILY:
+    for task, base, budget in FAMILIES[family]:
         if task not in tasks:
             continue
         test = tasks[task]["test"]
@@ -117,7 +124,16 @@ def analyse(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
         row["verdict"] = ("no significant difference" if p >= ALPHA else
                           "bcd better" if row["mean_diff"] < 0 else "bcd worse")
     return {"rows": rows, "time_budget": budgets, "family_run": len(rows),
-            "family_declared": len(FAMILY)}
+            "family_declared": len(FAMILIES[family])}
+
+
+def union_holm(rows: list[dict[str, Any]], others: list[dict[str, Any]]) -> None:
+    """Holm over ``rows`` and ``others`` together (the sensitivity line of the PINN family:
+    its rows with the regression run's); the adjusted p of each of ``rows`` is stored as
+    p_holm_union."""
+    adjusted = holm([r["p_t"] for r in rows] + [r["p_t"] for r in others])
+    for row, p in zip(rows, adjusted):
+        row["p_holm_union"] = p
 
 
 def _g(x: float) -> str:
@@ -126,20 +142,25 @@ def _g(x: float) -> str:
 
 def summary_markdown(data: dict[str, Any]) -> str:
     size, an = data["size"], data["analysis"]
+    family = size.get("family", "regression")
+    label = LOSS_LABEL[TASKS[FAMILIES[family][0][0]].kind]
+    final = "training MSE" if label == "MSE" else label
+    # seeds printed as tuples whether the size comes from the run or from runs.json (lists)
     lines = [
         f"# Auxiliary-variable solver study: {size['name']} run (generated)", "",
         f"Generated by `python -m experiments.auxvar.solver_study --{size['name']}` on "
         f"{data['machine']} in {data['elapsed_s'] / 60:.1f} min. Budget: {size['evals']} "
-        f"gradient evaluations of the MSE in FLOPs for every method; settings tuned on seeds "
-        f"{size['tune_seeds']}, reported on seeds {size['test_seeds']}. Score: log10 of the "
-        "final training MSE; d = score(bcd) - score(baseline) per seed, negative favours bcd, "
-        "ratio = 10^mean(d).", ""]
+        f"gradient evaluations of the {label} in FLOPs for every method; settings tuned on seeds "
+        f"{tuple(size['tune_seeds'])}, reported on seeds {tuple(size['test_seeds'])}. Score: "
+        f"log10 of the final {final}; d = score(bcd) - score(baseline) per seed, negative "
+        "favours bcd, ratio = 10^mean(d).", ""]
     for task, res in data["tasks"].items():
         lines += [f"## {task}", "",
                   f"Equal-wall budget T = {an['time_budget'][task]:.2f} s (the smallest median "
                   "training time).", "",
-                  "| method | setting (edge) | tuning scores (mean log10 MSE) | final MSE, median "
-                  "[min, max] | MSE at T | test error | wall [s] | iterations | diverged |",
+                  f"| method | setting (edge) | tuning scores (mean log10 {label}) | final "
+                  f"{label}, median [min, max] | {label} at T | test error | wall [s] | "
+                  "iterations | diverged |",
                   "|---|---|---|---|---|---|---|---|---|"]
         t = an["time_budget"][task]
         for m, sel in res["selected"].items():
@@ -169,11 +190,22 @@ def summary_markdown(data: dict[str, Any]) -> str:
             f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] | {r['ratio']:.3g} | {r['d_z']:+.2f} "
             f"| {r['wins']}/{r['n']} | {r['p_t']:.2g} | {r['p_wilcoxon']:.2g} "
             f"| {r['p_holm']:.2g} | {r['verdict']} |")
+    if "union_rows" in an:
+        lines += ["", f"Sensitivity: Holm over the union of this family's {an['family_run']} "
+                  f"rows and the regression run's {an['union_rows']} "
+                  f"({an['family_run'] + an['union_rows']} rows): p_Holm "
+                  + ", ".join(f"{r['baseline']} {r['budget']} {r['p_holm_union']:.2g}"
+                              for r in an["rows"]) + "."]
     return "\n".join(lines) + "\n"
 
 
 def write(data: dict[str, Any], out: Path) -> None:
-    data["analysis"] = analyse(data["tasks"])
+    family = data["size"].get("family", "regression")
+    data["analysis"] = analyse(data["tasks"], family)
+    if family == "pinn" and REGRESSION_RUN.exists():
+        others = json.loads(REGRESSION_RUN.read_text())["analysis"]["rows"]
+        union_holm(data["analysis"]["rows"], others)
+        data["analysis"]["union_rows"] = len(others)
     out.mkdir(parents=True, exist_ok=True)
     (out / "runs.json").write_text(json.dumps(data, indent=1))
     (out / "summary.md").write_text(summary_markdown(data))
@@ -185,6 +217,9 @@ def main(argv: list[str] | None = None) -> None:
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_const", dest="size", const="quick")
     group.add_argument("--full", action="store_const", dest="size", const="full")
+    group.add_argument("--pinn", action="store_const", dest="size", const="pinn",
+                       help="the PINN family's run")
+    group.add_argument("--pinn-quick", action="store_const", dest="size", const="pinn-quick")
     ap.add_argument("--tasks", nargs="*", help="a subset of the size's tasks")
     ap.add_argument("--out", type=Path, help="output folder (default docs/auxvar/solvers-<size>)")
     ap.add_argument("--report-only", action="store_true", help="redraw from runs.json")
@@ -197,7 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     start = time.time()
     data: dict[str, Any] = {
-        "size": size.__dict__, "grids": {k: list(v) for k, v in GRIDS.items()},
+        "size": size.__dict__,
+        "grids": {k: list(v) for k, v in GRIDS_OF[size.family].items()},
         "machine": (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
                     f"(1 thread), Python {platform.python_version()}"),
         "tasks": {}}
