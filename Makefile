@@ -25,7 +25,7 @@ SOURCES := setup.py pyproject.toml requirements-test.txt tmsgd_kernels/_version.
 	$(wildcard build_backend/*.py) \
 	$(wildcard csrc/*.cpp csrc/*.h csrc/*.cu csrc/cpu_capability/*.cpp)
 
-.PHONY: setup run bench test lint experiments experiments-full experiments-budget experiments-budget-insteval auxvar auxvar-full auxvar-solvers auxvar-solvers-full auxvar-solvers-pinn clean gpu-check \
+.PHONY: setup run bench test lint experiments experiments-full experiments-budget experiments-budget-insteval auxvar auxvar-full auxvar-solvers auxvar-solvers-full auxvar-solvers-pinn auxvar-solvers-long clean gpu-check \
 	emulate-sanitize
 
 setup: $(STAMP)
@@ -96,6 +96,11 @@ auxvar-solvers-full: setup
 # check is `python -m experiments.auxvar.solver_study --pinn-quick`, under a minute)
 auxvar-solvers-pinn: setup
 	$(PY) -m experiments.auxvar.solver_study --pinn
+
+# The long-budget regression family (10,000 evaluations at the full run's settings; about 1-1.5
+# h here on two workers; the check is `... solver_study --long-quick`, seconds)
+auxvar-solvers-long: setup
+	$(PY) -m experiments.auxvar.solver_study --long --workers 2
 
 lint: setup
 	$(PY) -m ruff check .

@@ -1,7 +1,8 @@
 """The solver study (experiments/auxvar/solver_*.py): its declared family and seeds, the FLOP
 accounting of a run against torch's flop counter and by hand, the budget every method spends,
 the selection's divergence rule, and the pipeline end to end on a tiny budget; the same for the
-PINN family (pinn4 routed to the PINN block-coordinate solver, baselines on the PINN loss)."""
+PINN family (pinn4 routed to the PINN block-coordinate solver, baselines on the PINN loss) and
+the long-budget family (committed settings, worker processes that change no value)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,18 @@ from experiments.auxvar.solver_design import (
     BASELINES,
     BUDGETS,
     EARLIER_TEST_SEEDS,
+    FAMILIES,
     FAMILY,
     FULL,
     GRIDS,
+    LONG,
+    LONG_FAMILY,
+    LONG_QUICK,
     PINN,
     PINN_FAMILY,
     PINN_QUICK,
     QUICK,
+    SELECTED_FROM,
     SIZES,
     TASKS,
     Size,
@@ -181,3 +187,54 @@ def test_pinn_pipeline_end_to_end_through_the_cli(tmp_path, monkeypatch) -> None
     (tmp_path / "summary.md").unlink()
     solver_study.main(["--pinn-quick", "--out", str(tmp_path), "--report-only"])
     assert (tmp_path / "summary.md").read_text() == text
+
+
+def test_long_family_repeats_the_regression_rows_on_fresh_seeds_with_committed_settings() -> None:
+    """The long-budget family: the regression family's rows, 10x its budget, fresh test seeds,
+    and the settings of a committed run that selected every method on every task."""
+    assert LONG_FAMILY == FAMILY and FAMILIES["regression-long"] == FAMILY
+    assert LONG.evals >= 10 * FULL.evals and LONG.evals >= 10_000
+    assert len(LONG.test_seeds) >= 10 and not LONG.tune_seeds and LONG.tasks == TASKS
+    used = {*FULL.tune_seeds, *FULL.test_seeds, *QUICK.test_seeds, *PINN.test_seeds,
+            *PINN_QUICK.test_seeds, *EARLIER_TEST_SEEDS}
+    for size in (LONG, LONG_QUICK):
+        assert not set(size.test_seeds) & used
+    assert not set(LONG.test_seeds) & set(LONG_QUICK.test_seeds)
+    for task in LONG.tasks:
+        selected = solver_study.selections_of(SELECTED_FROM, task)
+        for method in ("bcd", *BASELINES):
+            assert selected[method]["setting"] in GRIDS[method]
+
+
+def test_long_pipeline_takes_the_committed_settings_and_workers_change_no_value(
+        tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """The long size through the CLI on a tiny budget, once in this process and once with two
+    worker processes: the same runs, the same values (only wall times may differ), every
+    method at the setting the committed run selected, and the report redrawn from runs.json."""
+    tiny = Size("long-quick", evals=3, checkpoints=1, tune_seeds=(), test_seeds=(320, 321),
+                tasks=("reg4",), family="regression-long")
+    monkeypatch.setitem(SIZES, "long-quick", tiny)
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        solver_study.main(["--long-quick", "--out", str(out), "--workers", str(workers)])
+        runs[workers] = json.loads((out / "runs.json").read_text())
+    committed = solver_study.selections_of(SELECTED_FROM, "reg4")
+    for data in runs.values():
+        res = data["tasks"]["reg4"]
+        assert res["tune"] == [] and res["selected"] == committed
+        assert [(r["spec"]["seed"], r["spec"]["method"], r["spec"]["setting"])
+                for r in res["test"]] == [(s, m, committed[m]["setting"]) for s in (320, 321)
+                                          for m in ("bcd", *BASELINES)]
+        assert [(r["task"], r["baseline"], r["budget"]) for r in data["analysis"]["rows"]] == [
+            row for row in FAMILY if row[0] == "reg4"]
+        assert data["analysis"]["family_declared"] == len(FAMILY)
+    one, two = (runs[w]["tasks"]["reg4"]["test"] for w in (1, 2))
+    for a, b in zip(one, two, strict=True):
+        assert a["final_mse"] == b["final_mse"] and a["flops"] == b["flops"]
+        assert a["curves"]["mse"] == b["curves"]["mse"]
+    text = (tmp_path / "w2" / "summary.md").read_text()
+    assert "--long-quick --workers 2" in text and f"`{SELECTED_FROM}` run selected" in text
+    (tmp_path / "w2" / "summary.md").unlink()
+    solver_study.main(["--long-quick", "--out", str(tmp_path / "w2"), "--report-only"])
+    assert (tmp_path / "w2" / "summary.md").read_text() == text

@@ -4,11 +4,15 @@
     python -m experiments.auxvar.solver_study --full     # the reported run
     python -m experiments.auxvar.solver_study --full --report-only   # redraw from runs.json
     python -m experiments.auxvar.solver_study --pinn     # the PINN family (--pinn-quick: check)
+    python -m experiments.auxvar.solver_study --long --workers 2   # the long-budget family
 
 1. Tuning: every setting of every method's grid on the tuning seeds at the full budget; the
-   divergence rule and the selection of solver_design. 2. Test: each method at its selected
-   setting on the test seeds. Runs go one after another in this process (one thread), so that
-   wall times compare. runs.json and summary.md are rewritten after each task.
+   divergence rule and the selection of solver_design (a size without tuning seeds, the long
+   one, takes the settings the SELECTED_FROM run selected). 2. Test: each method at its
+   selected setting on the test seeds. Runs go one after another (one thread each), so that
+   wall times compare; with --workers N, N processes each run one seed's methods one after
+   another, so the methods of a seed run under the same load. runs.json and summary.md are
+   rewritten after each task.
 """
 
 from __future__ import annotations
@@ -16,16 +20,29 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import platform
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .solver_design import ALPHA, BASELINES, CHALLENGER, FAMILIES, GRIDS, GRIDS_OF, SIZES, Size
+from .solver_design import (
+    ALPHA,
+    BASELINES,
+    CHALLENGER,
+    FAMILIES,
+    GRIDS,
+    GRIDS_OF,
+    SELECTED_FROM,
+    SIZES,
+    Size,
+)
 from .solver_runs import SolverRun, execute
 from .stats import holm, paired, score
 from .tasks import TASKS
@@ -59,20 +76,42 @@ def select(tune: list[dict[str, Any]], method: str,
                                                                  grids[method][-1])}
 
 
-def run_task(task: str, size: Size, log: Any = print) -> dict[str, Any]:
+def selections_of(run: str, task: str) -> dict[str, Any]:
+    """What a committed run (a folder under docs/auxvar) selected for ``task``."""
+    return json.loads((DEFAULT_OUT / run / "runs.json").read_text())["tasks"][task]["selected"]
+
+
+def seed_block(task: str, settings: dict[str, float | None], seed: int,
+               size: Size) -> list[dict[str, Any]]:
+    """Every method with a setting at one test seed, one after another."""
+    return [execute(SolverRun(task, m, settings[m], seed, size.evals, size.checkpoints, "test"))
+            for m in METHODS if settings[m] is not None]
+
+
+def run_task(task: str, size: Size, log: Any = print, workers: int = 1) -> dict[str, Any]:
     grids = GRIDS_OF[size.family]
     tune = []
-    for method in METHODS:
-        for setting in grids[method]:
-            for seed in size.tune_seeds:
-                tune.append(_slim(execute(SolverRun(task, method, setting, seed, size.evals,
-                                                    size.checkpoints, "tune"))))
-        log(f"  {task} {method}: tuned")
-    selected = {m: select(tune, m, grids) for m in METHODS}
-    test = [execute(SolverRun(task, m, selected[m]["setting"], s, size.evals, size.checkpoints,
-                              "test"))
-            for s in size.test_seeds for m in METHODS if selected[m]["setting"] is not None]
-    return {"selected": selected, "tune": tune, "test": test}
+    if size.tune_seeds:
+        for method in METHODS:
+            for setting in grids[method]:
+                for seed in size.tune_seeds:
+                    tune.append(_slim(execute(SolverRun(task, method, setting, seed, size.evals,
+                                                        size.checkpoints, "tune"))))
+            log(f"  {task} {method}: tuned")
+        selected = {m: select(tune, m, grids) for m in METHODS}
+    else:
+        selected = selections_of(SELECTED_FROM, task)
+    settings = {m: selected[m]["setting"] for m in METHODS}
+    if workers == 1:
+        blocks = [seed_block(task, settings, s, size) for s in size.test_seeds]
+    else:
+        # spawn, not fork: a forked child of a process that has used torch's OpenMP pool can
+        # hang in it
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            blocks = list(pool.map(seed_block, repeat(task), repeat(settings),
+                                   size.test_seeds, repeat(size)))
+    return {"selected": selected, "tune": tune, "test": [r for b in blocks for r in b]}
 
 
 def mse_at_time(rec: dict[str, Any], t: float) -> float:
@@ -146,12 +185,16 @@ def summary_markdown(data: dict[str, Any]) -> str:
     label = LOSS_LABEL[TASKS[FAMILIES[family][0][0]].kind]
     final = "training MSE" if label == "MSE" else label
     # seeds printed as tuples whether the size comes from the run or from runs.json (lists)
+    workers = f" --workers {data['workers']}" if data.get("workers", 1) > 1 else ""
+    tuned = (f"settings tuned on seeds {tuple(size['tune_seeds'])}" if size["tune_seeds"] else
+             f"settings the `{data['selected_from']}` run selected on its tuning seeds at its "
+             "own budget, not re-tuned (the tuning scores below are that run's)")
     lines = [
         f"# Auxiliary-variable solver study: {size['name']} run (generated)", "",
-        f"Generated by `python -m experiments.auxvar.solver_study --{size['name']}` on "
-        f"{data['machine']} in {data['elapsed_s'] / 60:.1f} min. Budget: {size['evals']} "
-        f"gradient evaluations of the {label} in FLOPs for every method; settings tuned on seeds "
-        f"{tuple(size['tune_seeds'])}, reported on seeds {tuple(size['test_seeds'])}. Score: "
+        f"Generated by `python -m experiments.auxvar.solver_study --{size['name']}{workers}` "
+        f"on {data['machine']} in {data['elapsed_s'] / 60:.1f} min. Budget: {size['evals']} "
+        f"gradient evaluations of the {label} in FLOPs for every method; {tuned}, reported on "
+        f"seeds {tuple(size['test_seeds'])}. Score: "
         f"log10 of the final {final}; d = score(bcd) - score(baseline) per seed, negative "
         "favours bcd, ratio = 10^mean(d).", ""]
     for task, res in data["tasks"].items():
@@ -220,10 +263,17 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument("--pinn", action="store_const", dest="size", const="pinn",
                        help="the PINN family's run")
     group.add_argument("--pinn-quick", action="store_const", dest="size", const="pinn-quick")
+    group.add_argument("--long", action="store_const", dest="size", const="long",
+                       help="the long-budget regression family's run")
+    group.add_argument("--long-quick", action="store_const", dest="size", const="long-quick")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="processes for the test runs, one seed's methods each (default 1)")
     ap.add_argument("--tasks", nargs="*", help="a subset of the size's tasks")
     ap.add_argument("--out", type=Path, help="output folder (default docs/auxvar/solvers-<size>)")
     ap.add_argument("--report-only", action="store_true", help="redraw from runs.json")
     args = ap.parse_args(argv)
+    if args.workers < 1:
+        ap.error("--workers must be at least 1")
     size = SIZES[args.size or "quick"]
     out = args.out or DEFAULT_OUT / f"solvers-{size.name}"
     if args.report_only:
@@ -236,10 +286,14 @@ def main(argv: list[str] | None = None) -> None:
         "grids": {k: list(v) for k, v in GRIDS_OF[size.family].items()},
         "machine": (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
                     f"(1 thread), Python {platform.python_version()}"),
+        "workers": args.workers,
         "tasks": {}}
+    if not size.tune_seeds:
+        data["selected_from"] = SELECTED_FROM
     for task in args.tasks or size.tasks:
         print(f"[{(time.time() - start) / 60:.1f} min] {task}", flush=True)
-        data["tasks"][task] = run_task(task, size, log=lambda s: print(s, flush=True))
+        data["tasks"][task] = run_task(task, size, log=lambda s: print(s, flush=True),
+                                       workers=args.workers)
         data["elapsed_s"] = time.time() - start
         write(data, out)
     print(f"done in {(time.time() - start) / 60:.1f} min: {out}", flush=True)
