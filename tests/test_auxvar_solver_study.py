@@ -238,3 +238,25 @@ def test_long_pipeline_takes_the_committed_settings_and_workers_change_no_value(
     (tmp_path / "w2" / "summary.md").unlink()
     solver_study.main(["--long-quick", "--out", str(tmp_path / "w2"), "--report-only"])
     assert (tmp_path / "w2" / "summary.md").read_text() == text
+
+
+def test_followup_of_the_long_run_pairs_bcd_with_that_runs_seeds(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """solver_followup --size long: bcd at another rho on the long run's test seeds (worker
+    processes), the same values as a run of its own, stored beside that run; tuning seeds,
+    which the long run has none of, are refused."""
+    from experiments.auxvar import solver_followup
+
+    tiny = Size("long", evals=3, checkpoints=1, tune_seeds=(), test_seeds=(320, 321),
+                tasks=("reg4",), family="regression-long")
+    monkeypatch.setitem(SIZES, "long", tiny)
+    solver_study.main(["--long", "--out", str(tmp_path / "solvers-long")])
+    monkeypatch.setattr(solver_followup, "DEFAULT_OUT", tmp_path)
+    solver_followup.main(["--size", "long", "--rho", "1e-12", "--test", "--workers", "2"])
+    store = json.loads((tmp_path / "solvers-long" / "followup.json").read_text())
+    recs = store["reg4 bcd rho=1e-12 test"]
+    assert [r["spec"]["seed"] for r in recs] == [320, 321]
+    for r in recs:
+        alone = execute(SolverRun("reg4", "bcd", 1e-12, r["spec"]["seed"], 3, 1, "test"))
+        assert r["final_mse"] == alone["final_mse"] and r["flops"] == alone["flops"]
+    with pytest.raises(SystemExit):
+        solver_followup.main(["--size", "long", "--rho", "1e-12"])
