@@ -14,7 +14,7 @@ import torch
 from auxvar_helpers import one_thread  # noqa: F401  (autouse fixture)
 from torch.utils.flop_counter import FlopCounterMode
 
-from experiments.auxvar import solver_study
+from experiments.auxvar import solver_followup, solver_study
 from experiments.auxvar.solver_design import (
     BASELINES,
     BUDGETS,
@@ -244,8 +244,6 @@ def test_followup_of_the_long_run_pairs_bcd_with_that_runs_seeds(tmp_path, monke
     """solver_followup --size long: bcd at another rho on the long run's test seeds (worker
     processes), the same values as a run of its own, stored beside that run; tuning seeds,
     which the long run has none of, are refused."""
-    from experiments.auxvar import solver_followup
-
     tiny = Size("long", evals=3, checkpoints=1, tune_seeds=(), test_seeds=(320, 321),
                 tasks=("reg4",), family="regression-long")
     monkeypatch.setitem(SIZES, "long", tiny)

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import statistics
-from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
 from .solver_design import BASELINES, SIZES
-from .solver_runs import SolverRun, execute
+from .solver_runs import SolverRun, execute, mapped
 from .solver_study import DEFAULT_OUT
 from .stats import paired, score
 
@@ -49,14 +47,11 @@ def main(argv: list[str] | None = None) -> None:
     path = out / "followup.json"
     store = json.loads(path.read_text()) if path.exists() else {}
     phase = "test" if args.test else "tune"
-    pool = (ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
-                                initializer=torch.set_num_threads, initargs=(1,))
-            if args.workers > 1 else None)
     for task in args.tasks or size.tasks:
         for rho in args.rho:
             specs = [SolverRun(task, "bcd", rho, s, size.evals, size.checkpoints, phase)
                      for s in seeds]
-            recs = list(pool.map(execute, specs) if pool else map(execute, specs))
+            recs = mapped(execute, specs, workers=args.workers)
             store[f"{task} bcd rho={rho:g} {phase}"] = [
                 {k: v for k, v in r.items() if k != "curves"} for r in recs]
             mean = statistics.fmean(score(r["final_mse"]) for r in recs)
@@ -72,8 +67,6 @@ def main(argv: list[str] | None = None) -> None:
                              f"{row['wins']}/{row['n']}, p_t {row['p_t']:.2g}")
             print(line, flush=True)
             path.write_text(json.dumps(store, indent=1))
-    if pool:
-        pool.shutdown()
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ records read as they were written."""
 from __future__ import annotations
 
 import math
+import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -180,3 +182,14 @@ def execute(spec: SolverRun) -> dict[str, Any]:
         "iterations": iterations,
         "solver": solver_name,
     }
+
+
+def mapped(fn: Callable[..., Any], *iterables: Iterable[Any], workers: int = 1) -> list[Any]:
+    """``fn`` over ``iterables`` in order: in this process, or in ``workers`` spawned processes
+    of one torch thread each. Spawned, not forked: a forked child of a process that has used
+    torch's OpenMP pool can hang in it."""
+    if workers == 1:
+        return list(map(fn, *iterables))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        return list(pool.map(fn, *iterables))

@@ -20,12 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import os
 import platform
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -43,7 +41,7 @@ from .solver_design import (
     SIZES,
     Size,
 )
-from .solver_runs import SolverRun, execute
+from .solver_runs import SolverRun, execute, mapped
 from .stats import holm, paired, score
 from .tasks import TASKS
 
@@ -102,15 +100,8 @@ def run_task(task: str, size: Size, log: Any = print, workers: int = 1) -> dict[
     else:
         selected = selections_of(SELECTED_FROM, task)
     settings = {m: selected[m]["setting"] for m in METHODS}
-    if workers == 1:
-        blocks = [seed_block(task, settings, s, size) for s in size.test_seeds]
-    else:
-        # spawn, not fork: a forked child of a process that has used torch's OpenMP pool can
-        # hang in it
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            blocks = list(pool.map(seed_block, repeat(task), repeat(settings),
-                                   size.test_seeds, repeat(size)))
+    blocks = mapped(seed_block, repeat(task), repeat(settings), size.test_seeds, repeat(size),
+                    workers=workers)
     return {"selected": selected, "tune": tune, "test": [r for b in blocks for r in b]}
 
 
